@@ -1,0 +1,12 @@
+"""attngan_fast: AttnGAN (Xu et al., CVPR 2018) with fused kernels, checkpoint compatible.
+
+>>> import attngan_fast
+>>> attngan_fast.extension_info()["cpu"]
+True
+"""
+from ._extension import extension_info
+from ._version import __version__
+from .backend import backend, get_backend, set_backend
+from . import config, ops
+
+__all__ = ["__version__", "backend", "config", "extension_info", "get_backend", "ops", "set_backend"]

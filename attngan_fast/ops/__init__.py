@@ -1,0 +1,8 @@
+"""The fused ops, each a ``torch.library`` custom op with a pure-PyTorch reference twin.
+
+Every public function here validates its inputs, then runs the fused kernel for the tensor's
+device when the backend is "fast", else the reference.
+"""
+from .glu import glu
+
+__all__ = ["glu"]

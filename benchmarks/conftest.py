@@ -1,0 +1,69 @@
+"""Shared benchmark setup: pairing reference and fast in one run and reporting the ratio.
+
+Each benchmark test is parametrized over ``impl`` in ("reference", "fast") and calls
+``record(benchmark, group=..., impl=..., shapes=...)`` before timing. At the end of the run the
+ratio reference/fast of every group is printed; ``benchmarks/report.py`` turns the JSON
+(``--benchmark-json``) into the README table.
+"""
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+import pytest
+import torch
+
+IMPLS = ("reference", "fast")  # a third, e.g. "fast+compile", is reported against "reference" too
+
+
+def device_name(device: torch.device | str) -> str:
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
+
+
+def record(benchmark, *, group: str, impl: str, device: torch.device | str = "cpu", shapes: dict[str, Any] | None = None,
+           flops: float | None = None, bytes_moved: float | None = None) -> None:
+    """Name the pair this benchmark belongs to and record the environment in ``extra_info``."""
+    import attngan_fast
+
+    benchmark.group = group
+    info = benchmark.extra_info
+    info.update(impl=impl, device=device_name(device), torch=torch.__version__,
+                triton=attngan_fast.extension_info()["triton"], shapes=shapes or {})
+    if flops is not None:
+        info["flops"] = flops
+    if bytes_moved is not None:
+        info["bytes"] = bytes_moved
+
+
+def synchronized(fn, device: torch.device | str):
+    """``fn`` followed by a device synchronisation (CUDA timing needs it)."""
+    if torch.device(device).type != "cuda":
+        return fn
+
+    def run():
+        out = fn()
+        torch.cuda.synchronize()
+        return out
+
+    return run
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    session = getattr(config, "_benchmarksession", None)
+    if session is None or not session.benchmarks:
+        return
+    groups: dict[str, dict[str, float]] = {}
+    for bench in session.benchmarks:
+        impl = bench.extra_info.get("impl")
+        if impl and bench.stats is not None:
+            groups.setdefault(bench.group, {})[impl] = bench.stats.median
+    terminalreporter.section("reference / other (median time ratio)")
+    for group, times in sorted(groups.items()):
+        ref = times.get("reference")
+        for impl, t in sorted(times.items()):
+            if ref is not None and impl != "reference":
+                terminalreporter.write_line(f"{group:60s} {impl:14s} {ref / t:6.2f}x "
+                                            f"(reference {ref * 1e3:.2f} ms, {impl} {t * 1e3:.2f} ms)")

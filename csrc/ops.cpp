@@ -1,0 +1,33 @@
+// attngan_fast::_C — the schemas of every custom op, declared once.
+//
+// Per-device kernels live in cpu/ and cuda/ (one file per op family) and register with
+// TORCH_LIBRARY_IMPL; the fake (meta) kernels, the autograd formulas and the Triton CUDA kernels
+// are registered from Python (attngan_fast/ops/).
+#include <Python.h>
+#include <torch/library.h>
+
+#ifndef ATTNGAN_CUDA_ARCHS
+#define ATTNGAN_CUDA_ARCHS ""
+#endif
+
+extern "C" {
+// `import attngan_fast._C` loads this library, which runs the registrations below.
+PyMODINIT_FUNC PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  PyObject* m = PyModule_Create(&module_def);
+  if (m == nullptr) return nullptr;
+#ifdef WITH_CUDA
+  PyModule_AddIntConstant(m, "with_cuda", 1);
+#else
+  PyModule_AddIntConstant(m, "with_cuda", 0);
+#endif
+  PyModule_AddStringConstant(m, "cuda_archs", ATTNGAN_CUDA_ARCHS);
+  return m;
+}
+}
+
+TORCH_LIBRARY(attngan_fast, m) {
+  // GLU over the channel dim: x (N, 2C, *) -> x[:, :C] * sigmoid(x[:, C:])  (N, C, *)
+  m.def("glu(Tensor x) -> Tensor");
+  m.def("glu_backward(Tensor grad_out, Tensor x) -> Tensor");
+}
