@@ -1,0 +1,191 @@
+"""AttnGAN building blocks (original ``code/model.py``), plain PyTorch.
+
+Module classes, attribute names and ``nn.Sequential`` indices are those of the original, so the
+state_dict keys of every model built from these blocks match the released checkpoints.
+
+``upBlock`` and ``Block3x3_relu`` return small ``nn.Sequential`` subclasses (:class:`UpBlock`,
+:class:`Block3x3Relu`): a fused forward can later override ``forward`` without changing keys.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+__all__ = [
+    "GLU",
+    "UpBlock",
+    "Block3x3Relu",
+    "ResBlock",
+    "conv1x1",
+    "conv3x3",
+    "upBlock",
+    "Block3x3_relu",
+    "Block3x3_leakRelu",
+    "downBlock",
+    "encode_image_by_16times",
+    "check_shape",
+]
+
+
+def check_shape(
+    name: str,
+    x: Tensor,
+    expected: Sequence[Union[int, str]],
+    sizes: Optional[dict[str, int]] = None,
+) -> None:
+    """Raise ``ValueError`` unless ``x.shape`` matches ``expected``.
+
+    ``expected`` holds ints (exact sizes) and symbols (str, any size). With ``sizes``, a symbol
+    seen for the first time is bound to the size found, and later uses must match it; the
+    message then shows the bound value, e.g. ``"word_embs: expected (B=2, 256, T), got (2, 128, 5)"``.
+    Only Python shape comparisons: no device sync, traceable by torch.compile.
+    """
+    shape = tuple(x.shape)
+    bound = {} if sizes is None else dict(sizes)
+    ok = len(shape) == len(expected)
+    if ok:
+        for dim, want in zip(shape, expected):
+            if isinstance(want, str):
+                if sizes is not None and bound.setdefault(want, dim) != dim:
+                    ok = False
+            elif dim != want:
+                ok = False
+    if not ok:
+        raise ValueError(f"{name}: expected ({_format_expected(expected, sizes)}), got {shape}")
+    if sizes is not None:
+        sizes.update(bound)
+
+
+def _format_expected(expected: Sequence[Union[int, str]], sizes: Optional[Mapping[str, int]]) -> str:
+    parts = []
+    for want in expected:
+        if isinstance(want, str) and sizes is not None and want in sizes:
+            parts.append(f"{want}={sizes[want]}")
+        else:
+            parts.append(str(want))
+    return parts[0] + "," if len(parts) == 1 else ", ".join(parts)
+
+
+class GLU(nn.Module):
+    """Gated linear unit over channels: ``a * sigmoid(b)`` with ``a, b`` the two halves of dim 1.
+
+    x: (N, 2k, ...) -> (N, k, ...). Equal to ``F.glu(x, dim=1)``.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        nc = x.size(1)
+        if nc % 2 != 0:
+            raise ValueError(f"x: GLU needs an even channel count (dim 1), got shape {tuple(x.shape)}")
+        half = nc // 2
+        return x[:, :half] * torch.sigmoid(x[:, half:])
+
+
+def conv1x1(in_planes: int, out_planes: int, bias: bool = False) -> nn.Conv2d:
+    """1x1 convolution, stride 1, no padding, no bias by default."""
+    return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=1, padding=0, bias=bias)
+
+
+def conv3x3(in_planes: int, out_planes: int) -> nn.Conv2d:
+    """3x3 convolution, stride 1, padding 1, no bias."""
+    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=1, padding=1, bias=False)
+
+
+class UpBlock(nn.Sequential):
+    """Nearest x2 upsample -> conv3x3(in, 2*out) -> BatchNorm2d(2*out) -> GLU.
+
+    x: (N, in_planes, H, W) -> (N, out_planes, 2H, 2W). Children 0..3 as in the original.
+    """
+
+    def __init__(self, in_planes: int, out_planes: int) -> None:
+        super().__init__(
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            conv3x3(in_planes, out_planes * 2),
+            nn.BatchNorm2d(out_planes * 2),
+            GLU(),
+        )
+
+
+class Block3x3Relu(nn.Sequential):
+    """conv3x3(in, 2*out) -> BatchNorm2d(2*out) -> GLU. x: (N, in, H, W) -> (N, out, H, W)."""
+
+    def __init__(self, in_planes: int, out_planes: int) -> None:
+        super().__init__(
+            conv3x3(in_planes, out_planes * 2),
+            nn.BatchNorm2d(out_planes * 2),
+            GLU(),
+        )
+
+
+def upBlock(in_planes: int, out_planes: int) -> UpBlock:
+    """The original ``upBlock``: (N, in, H, W) -> (N, out, 2H, 2W)."""
+    return UpBlock(in_planes, out_planes)
+
+
+def Block3x3_relu(in_planes: int, out_planes: int) -> Block3x3Relu:
+    """The original ``Block3x3_relu`` (unused by AttnGAN): (N, in, H, W) -> (N, out, H, W)."""
+    return Block3x3Relu(in_planes, out_planes)
+
+
+class ResBlock(nn.Module):
+    """``x + BN(conv3x3(GLU(BN(conv3x3(x)))))``; no activation after the sum.
+
+    x: (N, C, H, W) -> (N, C, H, W). ``block`` children: 0 conv(C->2C), 1 BN, 2 GLU, 3 conv(C->C), 4 BN.
+    """
+
+    def __init__(self, channel_num: int) -> None:
+        super().__init__()
+        self.block = nn.Sequential(
+            conv3x3(channel_num, channel_num * 2),
+            nn.BatchNorm2d(channel_num * 2),
+            GLU(),
+            conv3x3(channel_num, channel_num),
+            nn.BatchNorm2d(channel_num),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.block(x) + x
+
+
+def Block3x3_leakRelu(in_planes: int, out_planes: int) -> nn.Sequential:
+    """conv3x3 -> BatchNorm2d -> LeakyReLU(0.2). x: (N, in, H, W) -> (N, out, H, W)."""
+    return nn.Sequential(
+        conv3x3(in_planes, out_planes),
+        nn.BatchNorm2d(out_planes),
+        nn.LeakyReLU(0.2, inplace=True),
+    )
+
+
+def downBlock(in_planes: int, out_planes: int) -> nn.Sequential:
+    """conv 4x4 stride 2 pad 1 (no bias) -> BatchNorm2d -> LeakyReLU(0.2).
+
+    x: (N, in, H, W) -> (N, out, H/2, W/2).
+    """
+    return nn.Sequential(
+        nn.Conv2d(in_planes, out_planes, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(out_planes),
+        nn.LeakyReLU(0.2, inplace=True),
+    )
+
+
+def encode_image_by_16times(ndf: int) -> nn.Sequential:
+    """Four stride-2 4x4 convs: x (N, 3, S, S) -> (N, 8*ndf, S/16, S/16).
+
+    Indices: convs 0, 2, 5, 8; BatchNorms 3, 6, 9 (none after the first conv); LeakyReLU(0.2)
+    at 1, 4, 7, 10.
+    """
+    return nn.Sequential(
+        nn.Conv2d(3, ndf, 4, 2, 1, bias=False),
+        nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(ndf * 2),
+        nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(ndf * 4),
+        nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(ndf * 4, ndf * 8, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(ndf * 8),
+        nn.LeakyReLU(0.2, inplace=True),
+    )

@@ -1,0 +1,104 @@
+"""AttnGAN discriminators (original ``code/model.py``), checkpoint compatible.
+
+``forward(x)`` returns only the image features (B, 8*ndf, 4, 4); the heads ``UNCOND_DNET`` (absent,
+i.e. None, when ``b_jcu=False``) and ``COND_DNET`` are called separately and return
+**probabilities** (sigmoid applied), shape (B,).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from .blocks import Block3x3_leakRelu, downBlock, encode_image_by_16times
+
+__all__ = ["D_GET_LOGITS", "D_NET64", "D_NET128", "D_NET256"]
+
+
+class D_GET_LOGITS(nn.Module):
+    """Discriminator head: [``jointConv`` on cat(h, sentence embedding tiled 4x4)] ->
+    ``outlogits`` [Conv2d(8ndf -> 1, k4 s4, bias), Sigmoid]."""
+
+    def __init__(self, ndf: int, nef: int, bcondition: bool = False) -> None:
+        super().__init__()
+        self.df_dim = ndf
+        self.ef_dim = nef
+        self.bcondition = bcondition
+        if bcondition:
+            self.jointConv = Block3x3_leakRelu(ndf * 8 + nef, ndf * 8)
+        self.outlogits = nn.Sequential(nn.Conv2d(ndf * 8, 1, kernel_size=4, stride=4), nn.Sigmoid())
+
+    def forward(self, h_code: Tensor, c_code: Optional[Tensor] = None) -> Tensor:
+        """h_code: (B, 8ndf, 4, 4); c_code: (B, nef) sentence embedding (conditional head only).
+
+        Returns probabilities (B,).
+        """
+        if self.bcondition and c_code is not None:
+            c_code = c_code.view(-1, self.ef_dim, 1, 1).repeat(1, 1, 4, 4)
+            h_code = self.jointConv(torch.cat((h_code, c_code), 1))
+        return self.outlogits(h_code).view(-1)
+
+
+class _DNet(nn.Module):
+    """Common heads: ``UNCOND_DNET`` (or None without b_jcu) and ``COND_DNET``, registered
+    after the image encoder of the subclass, as in the original."""
+
+    def _add_heads(self, cfg: Any, b_jcu: bool) -> None:
+        ndf, nef = cfg.GAN.DF_DIM, cfg.TEXT.EMBEDDING_DIM
+        self.UNCOND_DNET = D_GET_LOGITS(ndf, nef, bcondition=False) if b_jcu else None
+        self.COND_DNET = D_GET_LOGITS(ndf, nef, bcondition=True)
+
+
+class D_NET64(_DNet):
+    """64 px: ``img_code_s16``. x (B, 3, 64, 64) -> (B, 8ndf, 4, 4)."""
+
+    def __init__(self, cfg: Any, b_jcu: bool = True) -> None:
+        super().__init__()
+        ndf = cfg.GAN.DF_DIM
+        self.img_code_s16 = encode_image_by_16times(ndf)
+        self._add_heads(cfg, b_jcu)
+
+    def forward(self, x_var: Tensor) -> Tensor:
+        return self.img_code_s16(x_var)
+
+
+class D_NET128(_DNet):
+    """128 px: ``img_code_s16`` -> ``img_code_s32`` -> ``img_code_s32_1``.
+    x (B, 3, 128, 128) -> (B, 8ndf, 4, 4)."""
+
+    def __init__(self, cfg: Any, b_jcu: bool = True) -> None:
+        super().__init__()
+        ndf = cfg.GAN.DF_DIM
+        self.img_code_s16 = encode_image_by_16times(ndf)
+        self.img_code_s32 = downBlock(ndf * 8, ndf * 16)
+        self.img_code_s32_1 = Block3x3_leakRelu(ndf * 16, ndf * 8)
+        self._add_heads(cfg, b_jcu)
+
+    def forward(self, x_var: Tensor) -> Tensor:
+        x = self.img_code_s16(x_var)
+        x = self.img_code_s32(x)
+        return self.img_code_s32_1(x)
+
+
+class D_NET256(_DNet):
+    """256 px: ``img_code_s16`` -> ``img_code_s32`` -> ``img_code_s64`` -> ``img_code_s64_1``
+    -> ``img_code_s64_2``. x (B, 3, 256, 256) -> (B, 8ndf, 4, 4)."""
+
+    def __init__(self, cfg: Any, b_jcu: bool = True) -> None:
+        super().__init__()
+        ndf = cfg.GAN.DF_DIM
+        self.img_code_s16 = encode_image_by_16times(ndf)
+        self.img_code_s32 = downBlock(ndf * 8, ndf * 16)
+        self.img_code_s64 = downBlock(ndf * 16, ndf * 32)
+        self.img_code_s64_1 = Block3x3_leakRelu(ndf * 32, ndf * 16)
+        self.img_code_s64_2 = Block3x3_leakRelu(ndf * 16, ndf * 8)
+        self._add_heads(cfg, b_jcu)
+
+    def forward(self, x_var: Tensor) -> Tensor:
+        x = self.img_code_s16(x_var)
+        x = self.img_code_s32(x)
+        x = self.img_code_s64(x)
+        x = self.img_code_s64_1(x)
+        return self.img_code_s64_2(x)
