@@ -30,4 +30,13 @@ TORCH_LIBRARY(attngan_fast, m) {
   // GLU over the channel dim: x (N, 2C, *) -> x[:, :C] * sigmoid(x[:, C:])  (N, C, *)
   m.def("glu(Tensor x) -> Tensor");
   m.def("glu_backward(Tensor grad_out, Tensor x) -> Tensor");
+
+  // Word-region attention (GlobalAttentionGeneral, per-sample mask), attngan_fast/ops/attention.py:
+  // h (B, C, H, W), words (B, C, T), mask (B, T) bool (True = padded word) -> context (B, C, H, W),
+  // weights (B, T, H, W) if need_weights else an empty (0,) tensor. The backward recomputes the
+  // weights; grad_weights may be None or empty (the weights were not used).
+  m.def("word_region_attention(Tensor h, Tensor words, Tensor? mask, bool need_weights) -> (Tensor, Tensor)");
+  m.def(
+      "word_region_attention_backward(Tensor grad_context, Tensor? grad_weights, Tensor h, Tensor words, "
+      "Tensor? mask) -> (Tensor, Tensor)");
 }
