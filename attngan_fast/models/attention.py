@@ -17,6 +17,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from .. import ops  # attngan_fast.ops imports this module for the reference: use ops.* only at call time
+from ..ops._dispatch import use_fast
 from .blocks import check_shape, conv1x1
 
 __all__ = ["MASK_MODES", "GlobalAttentionGeneral", "word_region_attention_reference"]
@@ -83,7 +85,8 @@ def word_region_attention_reference(
 
 class GlobalAttentionGeneral(nn.Module):
     """Word-context attention: ``conv_context`` (1x1, cdf -> idf, no bias) then
-    :func:`word_region_attention_reference`.
+    :func:`word_region_attention_reference`, or, with the "fast" backend and ``mask_mode="per_sample"``,
+    the fused op :func:`attngan_fast.ops.word_region_attention` (same result; ``sm`` is then not called).
 
     The mask is set beforehand with :meth:`applyMask` (attribute ``mask``), as in the original.
     ``sm`` is the original ``nn.Softmax`` (dim 1 of the (B*Q, T) logits), kept so that hooks and
@@ -114,6 +117,9 @@ class GlobalAttentionGeneral(nn.Module):
         check_shape("input", input, ("B", self.idf, "H", "W"), sizes)
         check_shape("context", context, ("B", self.cdf, "T"), sizes)
         words = self.conv_context(context.unsqueeze(3)).squeeze(3)  # (B, idf, T)
+        if self.mask_mode == "per_sample" and use_fast("word_region_attention", input):
+            context, weights = ops.word_region_attention(input, words, self.mask, need_weights=True)
+            return context, weights
         return word_region_attention_reference(input, words, self.mask, self.mask_mode, softmax=self.sm)
 
     def extra_repr(self) -> str:

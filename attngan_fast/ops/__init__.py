@@ -3,6 +3,7 @@
 Every public function here validates its inputs, then runs the fused kernel for the tensor's
 device when the backend is "fast", else the reference.
 """
+from .attention import word_region_attention
 from .glu import glu
 
-__all__ = ["glu"]
+__all__ = ["glu", "word_region_attention"]

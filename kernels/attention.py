@@ -1,0 +1,284 @@
+"""Word-region attention in Triton: forward and backward, one pass over the regions each.
+
+Per region q of sample b, over the words t that the mask keeps:
+``s_t = h_q . w_t``, ``a = softmax_t(s)``, ``context_q = sum_t a_t w_t``. A sample whose words are
+all masked gets weights 0 and context 0 (zero gradients). All T words of a sample (T <= 64 in one
+``BLOCK_T`` tile) stay on chip; the backward recomputes the scores, so no (B, T, Q) tensor is
+written unless the weights are requested.
+
+Backward, with ``dctx`` (and ``dweights`` when the weights were used):
+``da_t = dctx_q . w_t + dweights_t``, ``ds_t = a_t (da_t - sum_u a_u da_u)``,
+``dh_q = sum_t ds_t w_t``, ``dw_t = sum_q ds_t h_q + a_t dctx_q``.
+The word gradient is a sum over every region: each program walks a strided set of region blocks
+of one sample and accumulates its share in registers, writes it to its own slot of a
+(B, SPLIT, C, T) fp32 buffer, and the slots are summed afterwards (``sum(1)``). No atomics: the
+result is deterministic, and SPLIT depends on the shapes only. The slots are a few KiB per program
+(against MiB of regions), so the second reduction is small.
+
+Layouts: ``h`` is read through its strides (NCHW or channels_last, any layout where H and W fold
+into one region index); outputs are contiguous. fp32 inputs use IEEE fp32 dots; fp16/bf16 inputs
+use the native dot with fp32 accumulation (the weights are rounded to the input dtype before the
+context dot, as the reference does in that dtype).
+
+Launchers take and return plain tensors; on a CPU-only machine they run in Triton's interpreter
+(``TRITON_INTERPRET=1`` before the import) on CPU tensors.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+__all__ = ["MAX_WORDS", "word_region_attention_forward", "word_region_attention_backward"]
+
+MAX_WORDS = 64  # largest T in one on-chip tile
+_MAX_BLOCK_C = 64
+_TARGET_PROGRAMS = 512  # backward: about this many programs over the batch, fixed (determinism)
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _configs(backward: bool) -> list[triton.Config]:
+    if _INTERPRET:  # one config: the interpreter is for correctness, not tuning
+        return [triton.Config({"BLOCK_Q": 16}, num_warps=4)]
+    blocks = (32, 64, 128) if backward else (32, 64, 128, 256)
+    return [triton.Config({"BLOCK_Q": q}, num_warps=w, num_stages=s)
+            for q in blocks for w in (2, 4, 8) for s in (1, 2) if not (q >= 128 and w == 2)]
+
+
+@triton.jit
+def _valid_words(mask_ptr, b, T, HAS_MASK: tl.constexpr, BLOCK_T: tl.constexpr):
+    offs_t = tl.arange(0, BLOCK_T)
+    valid = offs_t < T
+    if HAS_MASK:
+        padded = tl.load(mask_ptr + b * T + offs_t, mask=valid, other=1)
+        valid = valid & (padded == 0)
+    return offs_t, valid
+
+
+@triton.jit
+def _dot(x, y, FP32_DOT: tl.constexpr):
+    """x @ y with fp32 accumulation: IEEE fp32 products when FP32_DOT, else the inputs' native dot."""
+    if FP32_DOT:
+        return tl.dot(x.to(tl.float32), y.to(tl.float32), input_precision="ieee")
+    else:
+        return tl.dot(x, y)
+
+
+@triton.jit
+def _softmax_rows(s, valid):
+    """(BLOCK_Q, BLOCK_T) scores -> weights over the valid words; rows with none valid -> 0."""
+    s = tl.where(valid[None, :], s, float("-inf"))
+    row_max = tl.max(s, 1)
+    row_max = tl.where(row_max == float("-inf"), 0.0, row_max)
+    e = tl.exp(s - row_max[:, None])
+    den = tl.sum(e, 1)
+    den = tl.where(den == 0.0, 1.0, den)
+    return e / den[:, None]
+
+
+@triton.autotune(configs=_configs(backward=False), key=["BLOCK_C", "BLOCK_T"])
+@triton.jit
+def _forward_kernel(
+    h_ptr, w_ptr, mask_ptr, ctx_ptr, weights_ptr,
+    C, T, Q,
+    stride_hb, stride_hc, stride_hq,
+    stride_wb, stride_wc, stride_wt,
+    HAS_MASK: tl.constexpr, NEED_WEIGHTS: tl.constexpr, FP32_DOT: tl.constexpr,
+    BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_Q: tl.constexpr,
+):
+    pid_q = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    offs_q = pid_q * BLOCK_Q + tl.arange(0, BLOCK_Q)
+    q_ok = offs_q < Q
+    offs_t, valid = _valid_words(mask_ptr, b, T, HAS_MASK, BLOCK_T)
+    t_ok = offs_t < T
+    h_base = h_ptr + b * stride_hb
+    w_base = w_ptr + b * stride_wb
+
+    s = tl.zeros((BLOCK_Q, BLOCK_T), dtype=tl.float32)
+    for c0 in range(0, C, BLOCK_C):
+        offs_c = c0 + tl.arange(0, BLOCK_C)
+        c_ok = offs_c < C
+        hq = tl.load(h_base + offs_q[:, None] * stride_hq + offs_c[None, :] * stride_hc,
+                     mask=q_ok[:, None] & c_ok[None, :], other=0.0)  # (BLOCK_Q, BLOCK_C)
+        wt = tl.load(w_base + offs_c[:, None] * stride_wc + offs_t[None, :] * stride_wt,
+                     mask=c_ok[:, None] & t_ok[None, :], other=0.0)  # (BLOCK_C, BLOCK_T)
+        s += _dot(hq, wt, FP32_DOT)
+    a = _softmax_rows(s, valid)  # (BLOCK_Q, BLOCK_T) fp32
+
+    if NEED_WEIGHTS:
+        tl.store(weights_ptr + b * T * Q + offs_t[None, :] * Q + offs_q[:, None],
+                 a.to(weights_ptr.dtype.element_ty), mask=q_ok[:, None] & t_ok[None, :])
+    for c0 in range(0, C, BLOCK_C):
+        offs_c = c0 + tl.arange(0, BLOCK_C)
+        c_ok = offs_c < C
+        wt = tl.load(w_base + offs_c[:, None] * stride_wc + offs_t[None, :] * stride_wt,
+                     mask=c_ok[:, None] & t_ok[None, :], other=0.0)
+        ctx = _dot(a.to(wt.dtype), tl.trans(wt), FP32_DOT)  # (BLOCK_Q, BLOCK_C)
+        tl.store(ctx_ptr + b * C * Q + offs_c[None, :] * Q + offs_q[:, None],
+                 ctx.to(ctx_ptr.dtype.element_ty), mask=q_ok[:, None] & c_ok[None, :])
+
+
+@triton.autotune(configs=_configs(backward=True), key=["BLOCK_C", "BLOCK_T"], reset_to_zero=["slots_ptr"])
+@triton.jit
+def _backward_kernel(
+    h_ptr, w_ptr, mask_ptr, gctx_ptr, gweights_ptr, gh_ptr, slots_ptr,
+    C, T, Q, SPLIT,
+    stride_hb, stride_hc, stride_hq,
+    stride_wb, stride_wc, stride_wt,
+    stride_gb, stride_gc, stride_gq,
+    HAS_MASK: tl.constexpr, HAS_GRAD_WEIGHTS: tl.constexpr, FP32_DOT: tl.constexpr, ONE_CHUNK: tl.constexpr,
+    BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_Q: tl.constexpr,
+):
+    split = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    offs_t, valid = _valid_words(mask_ptr, b, T, HAS_MASK, BLOCK_T)
+    t_ok = offs_t < T
+    h_base = h_ptr + b * stride_hb
+    g_base = gctx_ptr + b * stride_gb
+    w_base = w_ptr + b * stride_wb
+    slot_base = slots_ptr + (b * SPLIT + split) * C * T
+    dw = tl.zeros((BLOCK_C, BLOCK_T), dtype=tl.float32)  # this program's word gradient (ONE_CHUNK)
+
+    for qb in range(split, tl.cdiv(Q, BLOCK_Q), SPLIT):
+        offs_q = qb * BLOCK_Q + tl.arange(0, BLOCK_Q)
+        q_ok = offs_q < Q
+        s = tl.zeros((BLOCK_Q, BLOCK_T), dtype=tl.float32)
+        da = tl.zeros((BLOCK_Q, BLOCK_T), dtype=tl.float32)
+        for c0 in range(0, C, BLOCK_C):
+            offs_c = c0 + tl.arange(0, BLOCK_C)
+            qc_ok = q_ok[:, None] & (offs_c < C)[None, :]
+            hq = tl.load(h_base + offs_q[:, None] * stride_hq + offs_c[None, :] * stride_hc, mask=qc_ok, other=0.0)
+            gq = tl.load(g_base + offs_q[:, None] * stride_gq + offs_c[None, :] * stride_gc, mask=qc_ok, other=0.0)
+            wt = tl.load(w_base + offs_c[:, None] * stride_wc + offs_t[None, :] * stride_wt,
+                         mask=(offs_c < C)[:, None] & t_ok[None, :], other=0.0)
+            s += _dot(hq, wt, FP32_DOT)
+            da += _dot(gq, wt, FP32_DOT)
+        a = _softmax_rows(s, valid)
+        if HAS_GRAD_WEIGHTS:
+            da += tl.load(gweights_ptr + b * T * Q + offs_t[None, :] * Q + offs_q[:, None],
+                          mask=q_ok[:, None] & valid[None, :], other=0.0).to(tl.float32)
+        ds = a * (da - tl.sum(a * da, 1)[:, None])  # (BLOCK_Q, BLOCK_T)
+
+        for c0 in range(0, C, BLOCK_C):
+            offs_c = c0 + tl.arange(0, BLOCK_C)
+            c_ok = offs_c < C
+            qc_ok = q_ok[:, None] & c_ok[None, :]
+            # h and dctx again: this block was just read, so these come from cache.
+            hq = tl.load(h_base + offs_q[:, None] * stride_hq + offs_c[None, :] * stride_hc, mask=qc_ok, other=0.0)
+            gq = tl.load(g_base + offs_q[:, None] * stride_gq + offs_c[None, :] * stride_gc, mask=qc_ok, other=0.0)
+            wt = tl.load(w_base + offs_c[:, None] * stride_wc + offs_t[None, :] * stride_wt,
+                         mask=c_ok[:, None] & t_ok[None, :], other=0.0)
+            dh = _dot(ds.to(wt.dtype), tl.trans(wt), FP32_DOT)  # (BLOCK_Q, BLOCK_C)
+            part = _dot(tl.trans(hq), ds.to(hq.dtype), FP32_DOT) + _dot(tl.trans(gq), a.to(gq.dtype), FP32_DOT)
+            tl.store(gh_ptr + b * C * Q + offs_c[None, :] * Q + offs_q[:, None],
+                     dh.to(gh_ptr.dtype.element_ty), mask=qc_ok)
+            if ONE_CHUNK:
+                dw += part
+            else:  # this program's slot, read-modify-write (no other program touches it)
+                slot = slot_base + offs_c[:, None] * T + offs_t[None, :]
+                ct_ok = c_ok[:, None] & t_ok[None, :]
+                tl.store(slot, tl.load(slot, mask=ct_ok, other=0.0) + part, mask=ct_ok)
+
+    if ONE_CHUNK:
+        offs_c = tl.arange(0, BLOCK_C)
+        tl.store(slot_base + offs_c[:, None] * T + offs_t[None, :], dw,
+                 mask=(offs_c < C)[:, None] & t_ok[None, :])
+
+
+def _blocks(C: int, T: int) -> tuple[int, int]:
+    if T > MAX_WORDS:
+        raise ValueError(f"words: at most {MAX_WORDS} words in the Triton kernels, got T={T}")
+    block_c = min(_MAX_BLOCK_C, max(16, triton.next_power_of_2(C)))
+    block_t = max(16, triton.next_power_of_2(T))
+    return block_c, block_t
+
+
+def _regions(x: torch.Tensor) -> tuple[torch.Tensor, int, int, int]:
+    """x (B, C, H, W) and its (batch, channel, region) strides, regions q = y * W + x."""
+    if x.stride(2) != x.size(3) * x.stride(3) and x.size(2) > 1:
+        x = x.contiguous()
+    return x, x.stride(0), x.stride(1), x.stride(3)
+
+
+def _fp32_dot(dtype: torch.dtype) -> bool:
+    # fp32 inputs take IEEE fp32 dots; so do bf16 ones in the interpreter, whose bf16 dot is wrong
+    # (the operands are still rounded to bf16 first, as on the GPU).
+    return dtype == torch.float32 or (_INTERPRET and dtype == torch.bfloat16)
+
+
+def _mask_arg(mask: Optional[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    return like if mask is None else mask.contiguous().view(torch.uint8)
+
+
+def word_region_attention_forward(
+    h: torch.Tensor, words: torch.Tensor, mask: Optional[torch.Tensor], need_weights: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """h: (B, C, H, W); words: (B, C, T); mask: (B, T) bool or None.
+
+    Returns context (B, C, H, W) and weights (B, T, H, W), or an empty (0,) tensor without need_weights.
+    """
+    B, C, H, W = h.shape
+    T = words.size(2)
+    Q = H * W
+    block_c, block_t = _blocks(C, T)
+    h, shb, shc, shq = _regions(h)
+    ctx = torch.empty((B, C, H, W), dtype=h.dtype, device=h.device)
+    weights = torch.empty((B, T, H, W) if need_weights else (0,), dtype=h.dtype, device=h.device)
+    if ctx.numel() == 0 and weights.numel() == 0:
+        return ctx, weights
+
+    def grid(meta):
+        return (triton.cdiv(Q, meta["BLOCK_Q"]), B)
+
+    _forward_kernel[grid](
+        h, words, _mask_arg(mask, h), ctx, weights,
+        C, T, Q,
+        shb, shc, shq,
+        words.stride(0), words.stride(1), words.stride(2),
+        HAS_MASK=mask is not None, NEED_WEIGHTS=need_weights, FP32_DOT=_fp32_dot(h.dtype),
+        BLOCK_C=block_c, BLOCK_T=block_t,
+    )
+    return ctx, weights
+
+
+def backward_split(B: int, Q: int) -> int:
+    """Programs per sample in the backward: about _TARGET_PROGRAMS in all, at most one per 16 regions."""
+    return max(1, min(triton.cdiv(_TARGET_PROGRAMS, max(B, 1)), triton.cdiv(Q, 16)))
+
+
+def word_region_attention_backward(
+    grad_context: torch.Tensor, grad_weights: Optional[torch.Tensor], h: torch.Tensor, words: torch.Tensor,
+    mask: Optional[torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """grad_context: (B, C, H, W); grad_weights: (B, T, H, W), None or empty; h, words, mask as in the forward.
+
+    Returns grad_h (B, C, H, W) and grad_words (B, C, T).
+    """
+    B, C, H, W = h.shape
+    T = words.size(2)
+    Q = H * W
+    block_c, block_t = _blocks(C, T)
+    h, shb, shc, shq = _regions(h)
+    grad_context, sgb, sgc, sgq = _regions(grad_context.to(h.dtype))
+    has_gw = grad_weights is not None and grad_weights.numel() > 0
+    gw = grad_weights.to(h.dtype).contiguous() if has_gw else h
+    split = backward_split(B, Q)
+    grad_h = torch.empty((B, C, H, W), dtype=h.dtype, device=h.device)
+    slots = torch.zeros((B, split, C, T), dtype=torch.float32, device=h.device)
+    if grad_h.numel() > 0 and T > 0:
+        _backward_kernel[(split, B)](
+            h, words, _mask_arg(mask, h), grad_context, gw, grad_h, slots,
+            C, T, Q, split,
+            shb, shc, shq,
+            words.stride(0), words.stride(1), words.stride(2),
+            sgb, sgc, sgq,
+            HAS_MASK=mask is not None, HAS_GRAD_WEIGHTS=has_gw, FP32_DOT=_fp32_dot(h.dtype),
+            ONE_CHUNK=C <= block_c, BLOCK_C=block_c, BLOCK_T=block_t,
+        )
+    else:
+        grad_h.zero_()
+    return grad_h, slots.sum(1).to(words.dtype)
