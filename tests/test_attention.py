@@ -7,15 +7,15 @@ on the GPU where there is one.
 from __future__ import annotations
 
 import re
+import warnings
 
 import pytest
 import torch
 
-import attngan_fast
 from attngan_fast import backend, config
 from attngan_fast.models import NEXT_STAGE_G, GlobalAttentionGeneral
 from attngan_fast.models.attention import word_region_attention_reference
-from attngan_fast.ops import word_region_attention
+from attngan_fast.ops import _dispatch, word_region_attention
 from kernel_checks import assert_close, assert_low_precision_ok
 
 OP = torch.ops.attngan_fast.word_region_attention
@@ -195,7 +195,7 @@ def test_bad_inputs_name_the_argument():
             word_region_attention(*args)
 
 
-def test_reference_backend_and_other_devices_use_the_reference():
+def test_reference_backend_and_other_devices_use_the_reference(monkeypatch):
     h, words, mask = make_inputs(2, 4, 3, 3, 5)
     ref = word_region_attention_reference(h, words, mask)
     with backend("reference"):
@@ -204,6 +204,13 @@ def test_reference_backend_and_other_devices_use_the_reference():
     ctx, weights = word_region_attention(h, words, mask)
     assert weights is None
     assert_close(ctx, ref[0])
+    monkeypatch.setattr(_dispatch, "_warned", set())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            ctx, weights = word_region_attention(h.to("meta"), words.to("meta"), mask.to("meta"), need_weights=True)
+    assert ctx.shape == h.shape and weights.shape == (2, 5, 3, 3)
+    assert len([w for w in caught if "word_region_attention: no meta kernel" in str(w.message)]) == 1
 
 
 # ----------------------------------------------------------------------------- torch.compile and the models
@@ -325,7 +332,7 @@ def test_triton_word_gradient_is_deterministic():
 
 @pytest.mark.cuda
 def test_cuda_op_dispatch_and_autograd():
-    assert "cuda" in attngan_fast.ops._dispatch.fast_devices("word_region_attention")
+    assert "cuda" in _dispatch.fast_devices("word_region_attention")
     h, words, mask = make_inputs(4, 32, 64, 64, 18, device="cuda")
     grad_ctx, grad_weights = torch.randn_like(h), torch.randn(4, 18, 64, 64, device="cuda")
     compare_fp32(fast_with_grads(h, words, mask, grad_ctx, grad_weights),

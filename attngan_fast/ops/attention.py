@@ -6,8 +6,8 @@ stays an ordinary layer). Semantics: :func:`attngan_fast.models.attention.word_r
 with ``mask_mode="per_sample"``, including its all-masked rule (a caption whose words are all
 masked gets weights 0 and context 0, with zero gradients).
 
-Kernels: CPU -> C++ (``csrc/cpu/attention.cpp``), CUDA -> Triton (``attngan_fast.kernels.attention``,
-T <= 64); other devices, or the "reference" backend, run the reference.
+Kernels: CPU -> C++ (``csrc/cpu/attention.cpp``, any T), CUDA -> Triton (``attngan_fast.kernels.attention``,
+T <= 64); other devices, longer captions on CUDA, or the "reference" backend run the reference.
 """
 from __future__ import annotations
 
@@ -60,25 +60,25 @@ def word_region_attention(
     check_word_region_attention_inputs(h, words, mask)
     if mask is not None:
         mask = mask.bool()
-    if use_fast(_OP, h):
+    if use_fast(_OP, h) and (h.device.type != "cuda" or words.shape[2] <= _CUDA_MAX_WORDS):
         context, weights = torch.ops.attngan_fast.word_region_attention(h, words, mask, need_weights)
     else:
         context, weights = word_region_attention_reference(h, words, mask, "per_sample")
     return context, (weights if need_weights else None)
 
 
-def _register_cuda_kernels() -> bool:
-    """Registers the Triton kernels for CUDA tensors; False when there is no GPU or no Triton."""
+def _register_cuda_kernels() -> int:
+    """Registers the Triton kernels for CUDA tensors; returns the most words they take (0: no GPU or no Triton)."""
     if not torch.cuda.is_available():
-        return False
+        return 0
     try:
         from ..kernels import attention as triton_attention
     except ImportError:
-        return False
+        return 0
     torch.library.register_kernel(f"attngan_fast::{_OP}", "cuda", triton_attention.word_region_attention_forward)
     torch.library.register_kernel(f"attngan_fast::{_OP}_backward", "cuda",
                                   triton_attention.word_region_attention_backward)
-    return True
+    return triton_attention.MAX_WORDS
 
 
 if has_extension():
@@ -108,4 +108,7 @@ if has_extension():
         return grad_h, grad_words, None, None
 
     torch.library.register_autograd(f"attngan_fast::{_OP}", _backward, setup_context=_setup_context)
-    register_devices(_OP, {"cpu", "cuda"} if _register_cuda_kernels() else {"cpu"})
+    _CUDA_MAX_WORDS = _register_cuda_kernels()
+    register_devices(_OP, {"cpu", "cuda"} if _CUDA_MAX_WORDS else {"cpu"})
+else:
+    _CUDA_MAX_WORDS = 0

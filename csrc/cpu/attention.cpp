@@ -297,15 +297,18 @@ void accumulate_word_grad(const acc_t* x, const acc_t* g, const acc_t* a, const 
         for (int j = 0; j < kDwBlock; ++j) acc[i][j] = vload(dwv + ((c0 + i) * tp + t0 + j) * kLanes);
       for (int64_t v = 0; v < nv; ++v) {
         const int64_t col = v * kLanes;
-        vec xv[kDwBlock], gv[kDwBlock], dv[kDwBlock], av[kDwBlock];
-        for (int i = 0; i < kDwBlock; ++i) {
-          xv[i] = vload(x + (c0 + i) * kTile + col);
-          gv[i] = vload(g + (c0 + i) * kTile + col);
-          dv[i] = vload(ds + (t0 + i) * kTile + col);
-          av[i] = vload(a + (t0 + i) * kTile + col);
+        vec dv[kDwBlock], av[kDwBlock];
+        for (int j = 0; j < kDwBlock; ++j) {
+          dv[j] = vload(ds + (t0 + j) * kTile + col);
+          av[j] = vload(a + (t0 + j) * kTile + col);
         }
-        for (int i = 0; i < kDwBlock; ++i)
-          for (int j = 0; j < kDwBlock; ++j) acc[i][j] += xv[i] * dv[j] + gv[i] * av[j];
+        for (int i = 0; i < kDwBlock; ++i) {
+          const vec xv = vload(x + (c0 + i) * kTile + col), gv = vload(g + (c0 + i) * kTile + col);
+          for (int j = 0; j < kDwBlock; ++j) {  // two statements: two fused multiply-adds
+            acc[i][j] += xv * dv[j];
+            acc[i][j] += gv * av[j];
+          }
+        }
       }
       for (int i = 0; i < kDwBlock; ++i)
         for (int j = 0; j < kDwBlock; ++j) vstore(dwv + ((c0 + i) * tp + t0 + j) * kLanes, acc[i][j]);
