@@ -33,10 +33,11 @@ TORCH_LIBRARY(attngan_fast, m) {
 
   // Word-region attention (GlobalAttentionGeneral, per-sample mask), attngan_fast/ops/attention.py:
   // h (B, C, H, W), words (B, C, T), mask (B, T) bool (True = padded word) -> context (B, C, H, W),
-  // weights (B, T, H, W) if need_weights else an empty (0,) tensor. The backward recomputes the
-  // weights; grad_weights may be None or empty (the weights were not used).
+  // weights (B, T, H, W) if need_weights else an empty (0,) tensor. Backward: grad_weights may be
+  // None or empty (the weights were not used); weights, the forward's weights output or None, may be
+  // used instead of recomputing them.
   m.def("word_region_attention(Tensor h, Tensor words, Tensor? mask, bool need_weights) -> (Tensor, Tensor)");
   m.def(
       "word_region_attention_backward(Tensor grad_context, Tensor? grad_weights, Tensor h, Tensor words, "
-      "Tensor? mask) -> (Tensor, Tensor)");
+      "Tensor? mask, Tensor? weights) -> (Tensor, Tensor)");
 }

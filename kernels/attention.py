@@ -252,9 +252,10 @@ def backward_split(B: int, Q: int) -> int:
 
 def word_region_attention_backward(
     grad_context: torch.Tensor, grad_weights: Optional[torch.Tensor], h: torch.Tensor, words: torch.Tensor,
-    mask: Optional[torch.Tensor],
+    mask: Optional[torch.Tensor], weights: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """grad_context: (B, C, H, W); grad_weights: (B, T, H, W), None or empty; h, words, mask as in the forward.
+    """grad_context: (B, C, H, W); grad_weights: (B, T, H, W), None or empty; h, words, mask as in the
+    forward; weights (the forward's, or None) is not read: recomputing them costs less than reading.
 
     Returns grad_h (B, C, H, W) and grad_words (B, C, T).
     """

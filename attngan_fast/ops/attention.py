@@ -56,6 +56,9 @@ def word_region_attention(
 
     Returns context (B, C, H, W) and, if ``need_weights``, the weights (B, T, H, W) (else None).
     A sample whose words are all masked gets weights 0 and context 0.
+
+    On the CPU the backward reads the returned weights instead of recomputing them (they are saved
+    for backward: modifying them in place before the backward is an autograd error).
     """
     check_word_region_attention_inputs(h, words, mask)
     if mask is not None:
@@ -91,20 +94,23 @@ if has_extension():
 
     @torch.library.register_fake(f"attngan_fast::{_OP}_backward")
     def _backward_fake(grad_context: Tensor, grad_weights: Optional[Tensor], h: Tensor, words: Tensor,
-                       mask: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+                       mask: Optional[Tensor], weights: Optional[Tensor]) -> tuple[Tensor, Tensor]:
         return h.new_empty(h.shape), words.new_empty(words.shape)
 
     def _setup_context(ctx, inputs, output) -> None:
-        h, words, mask, _ = inputs
-        ctx.save_for_backward(h, words, mask)
+        h, words, mask, need_weights = inputs
+        # The C++ backward reads the weights when it has them; the Triton one recomputes them
+        # (on a GPU reading them costs more than recomputing).
+        weights = output[1] if need_weights and h.device.type == "cpu" else None
+        ctx.save_for_backward(h, words, mask, weights)
         ctx.set_materialize_grads(False)  # an unused weights output costs nothing in the backward
 
     def _backward(ctx, grad_context: Optional[Tensor], grad_weights: Optional[Tensor]):
-        h, words, mask = ctx.saved_tensors
+        h, words, mask, weights = ctx.saved_tensors
         if grad_context is None:
             grad_context = torch.zeros_like(h)
         grad_h, grad_words = torch.ops.attngan_fast.word_region_attention_backward(
-            grad_context, grad_weights, h, words, mask)
+            grad_context, grad_weights, h, words, mask, weights)
         return grad_h, grad_words, None, None
 
     torch.library.register_autograd(f"attngan_fast::{_OP}", _backward, setup_context=_setup_context)

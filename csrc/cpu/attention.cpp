@@ -6,7 +6,8 @@
 // masked word costs nothing and gets weight 0; a sample whose words are all masked gets weights 0
 // and context 0 (and zero gradients).
 //
-// Backward (dctx given; dweights optional): recompute a, then
+// Backward (dctx given; dweights optional): a from the forward's weights when they were requested
+// (reading T values per region costs less here than recomputing them), else recomputed; then
 //   da_t = dctx_q . w_t (+ dweights_t),  ds_t = a_t (da_t - sum_u a_u da_u),
 //   dh_q = sum_t ds_t w_t,  dw_t = sum_q (ds_t h_q + a_t dctx_q).
 //
@@ -367,6 +368,7 @@ struct Pointers {
   const bool* mask;          // (B, T) or null
   const scalar_t* grad_ctx;  // (B, C, Q), backward
   const scalar_t* grad_w;    // (B, T, Q) or null, backward
+  const scalar_t* saved_w;   // (B, T, Q) or null: the forward's weights, backward
   scalar_t* out;             // (B, C, Q): context (forward) or grad h (backward)
   scalar_t* weights;         // (B, T, Q) or null, forward
 };
@@ -416,12 +418,19 @@ void backward_tile(Workspace<acc_t>& ws, const Geometry& geo, const Pointers<sca
   }
   stage_rows(ptr.h + b * C * Q + q0, Q, C, n, ws.x.get());
   stage_rows(ptr.grad_ctx + b * C * Q + q0, Q, C, n, ws.g.get());
+  if (ptr.saved_w) {
+    for (int64_t j = 0; j < tv; ++j) {
+      stage_rows(ptr.saved_w + (b * geo.T + ws.valid[j]) * Q + q0, 0, 1, n, ws.p.get() + j * kTile);
+    }
+  }
   const int64_t nv = round_up(n, kStep) / kLanes;
   for (int64_t col = 0; col < n; col += kStep) {
     acc_t* a = ws.p.get() + col;
     acc_t* ds = ws.ds.get() + col;
-    project(ws.x.get() + col, C, ws.w.get(), tv, a);
-    softmax_step(a, tv);
+    if (!ptr.saved_w) {
+      project(ws.x.get() + col, C, ws.w.get(), tv, a);
+      softmax_step(a, tv);
+    }
     project(ws.g.get() + col, C, ws.w.get(), tv, ds);  // da = dctx . w
     if (ptr.grad_w) {
       const int64_t m = std::min(kStep, n - col);
@@ -513,7 +522,7 @@ std::tuple<at::Tensor, at::Tensor> word_region_attention_cpu(const at::Tensor& h
                                     : at::empty({0}, h.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "word_region_attention_cpu", [&] {
     forward_kernel<scalar_t>(geo, {h.const_data_ptr<scalar_t>(), words.const_data_ptr<scalar_t>(), mask_data(mask),
-                                   nullptr, nullptr, ctx.mutable_data_ptr<scalar_t>(),
+                                   nullptr, nullptr, nullptr, ctx.mutable_data_ptr<scalar_t>(),
                                    need_weights ? weights.mutable_data_ptr<scalar_t>() : nullptr});
   });
   return {ctx, weights};
@@ -521,22 +530,24 @@ std::tuple<at::Tensor, at::Tensor> word_region_attention_cpu(const at::Tensor& h
 
 std::tuple<at::Tensor, at::Tensor> word_region_attention_backward_cpu(
     const at::Tensor& grad_ctx_in, const std::optional<at::Tensor>& grad_weights_in, const at::Tensor& h_in,
-    const at::Tensor& words_in, const std::optional<at::Tensor>& mask_in) {
+    const at::Tensor& words_in, const std::optional<at::Tensor>& mask_in, const std::optional<at::Tensor>& weights_in) {
   check_inputs("word_region_attention_backward", h_in, words_in, mask_in);
   const Geometry geo = make_geometry(h_in, words_in);
   TORCH_CHECK(grad_ctx_in.sizes() == h_in.sizes(), "word_region_attention_backward: grad_context must be ",
               h_in.sizes(), ", got ", grad_ctx_in.sizes());
+  const std::vector<int64_t> weights_shape{geo.B, geo.T, h_in.size(2), h_in.size(3)};
   const bool has_grad_w = grad_weights_in.has_value() && grad_weights_in->numel() > 0;
-  if (has_grad_w) {
-    const std::vector<int64_t> expected{geo.B, geo.T, h_in.size(2), h_in.size(3)};
-    TORCH_CHECK(grad_weights_in->sizes() == at::IntArrayRef(expected),
-                "word_region_attention_backward: grad_weights must be ", at::IntArrayRef(expected), ", got ",
-                grad_weights_in->sizes());
+  const bool has_saved_w = weights_in.has_value() && weights_in->numel() > 0;
+  for (const auto& [name, t, given] : {std::make_tuple("grad_weights", &grad_weights_in, has_grad_w),
+                                       std::make_tuple("weights", &weights_in, has_saved_w)}) {
+    TORCH_CHECK(!given || (*t)->sizes() == at::IntArrayRef(weights_shape), "word_region_attention_backward: ", name,
+                " must be ", at::IntArrayRef(weights_shape), ", got ", (*t)->sizes());
   }
   const at::Tensor h = h_in.contiguous(), words = words_in.contiguous();
   const at::Tensor mask = mask_in.has_value() ? mask_in->contiguous() : at::Tensor();
   const at::Tensor grad_ctx = grad_ctx_in.contiguous().to(h.scalar_type());
   const at::Tensor grad_w = has_grad_w ? grad_weights_in->contiguous().to(h.scalar_type()) : at::Tensor();
+  const at::Tensor saved_w = has_saved_w ? weights_in->contiguous().to(h.scalar_type()) : at::Tensor();
   at::Tensor grad_h = at::empty(h.sizes(), h.options());
   at::Tensor grad_words = at::empty(words.sizes(), words.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "word_region_attention_backward_cpu", [&] {
@@ -544,6 +555,7 @@ std::tuple<at::Tensor, at::Tensor> word_region_attention_backward_cpu(
                               {h.const_data_ptr<scalar_t>(), words.const_data_ptr<scalar_t>(), mask_data(mask),
                                grad_ctx.const_data_ptr<scalar_t>(),
                                has_grad_w ? grad_w.const_data_ptr<scalar_t>() : nullptr,
+                               has_saved_w ? saved_w.const_data_ptr<scalar_t>() : nullptr,
                                grad_h.mutable_data_ptr<scalar_t>(), nullptr},
                               grad_words.mutable_data_ptr<scalar_t>());
   });
