@@ -218,6 +218,7 @@ def test_reference_backend_and_other_devices_use_the_reference(monkeypatch):
 # ----------------------------------------------------------------------------- torch.compile and the models
 
 
+@pytest.mark.filterwarnings("ignore:dynamo_pgo force disabled")
 def test_compile_fullgraph_op_forward_backward():
     h, words, mask = make_inputs(2, 8, 5, 6, 7)
     grad_ctx, grad_weights = torch.randn_like(h), torch.randn(2, 7, 5, 6)
