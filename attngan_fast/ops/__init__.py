@@ -3,6 +3,7 @@
 Every public function here validates its inputs, then runs the fused kernel for the tensor's
 device when the backend is "fast", else the reference.
 """
+from .damsm import damsm_word_similarity
 from .glu import glu
 
-__all__ = ["glu"]
+__all__ = ["damsm_word_similarity", "glu"]
