@@ -41,6 +41,7 @@ OP_CASES = [  # lens, D, T, H, W
     ([1, 4], 5, 4, 3, 3),  # a one-word caption, odd D
     ([6, 1, 4, 6, 2, 5, 3], 13, 6, 2, 7),  # B = 7, mixed lengths incl. 1 and T
     ([18, 7, 12], 32, 20, 17, 17),  # T > max(len), the real 17 x 17 grid
+    ([(7 * i) % 30 + 1 for i in range(24)], 6, 30, 3, 3),  # 373 word rows: several caption blocks in C++
 ]
 
 
@@ -270,7 +271,7 @@ def test_fast_words_loss_compiles_with_inductor():
 # ---------------------------------------------------------------- the Triton kernels (interpreter on CPU, tiny shapes)
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-@pytest.mark.parametrize("lens,D,T,H,W", [([3], 5, 3, 2, 3), ([4, 1, 2], 7, 5, 3, 5)])
+@pytest.mark.parametrize("lens,D,T,H,W", [([3], 5, 3, 2, 3), ([4, 1, 2], 7, 5, 3, 5), ([2, 3], 4, 3, 5, 7)])
 def test_triton_kernels_match_cpu_op(lens, D, T, H, W, dtype):
     triton_damsm = pytest.importorskip("attngan_fast.kernels.damsm")
     words, cap_lens, regions = make_inputs(lens, D, T, H, W, torch.float32, grad=False)

@@ -76,9 +76,13 @@ Layout make_layout(const at::Tensor& words, const at::Tensor& cap_lens, const at
     g.offsets[i + 1] = g.offsets[i] + g.lens[i];
   }
   g.L = g.offsets[g.B];
+  // blocks of at least L / ceil(L / kBlockRows) rows and at most kBlockRows (unless one caption is
+  // longer): about even sizes, no small GEMM at the end
+  const int64_t n_target = (g.L + kBlockRows - 1) / kBlockRows;
+  const int64_t target = (g.L + n_target - 1) / n_target;
   int64_t i0 = 0;
   for (int64_t i = 0; i < g.B; ++i) {
-    if (i + 1 == g.B || g.offsets[i + 2] - g.offsets[i0] > kBlockRows) {
+    if (i + 1 == g.B || g.offsets[i + 1] - g.offsets[i0] >= target || g.offsets[i + 2] - g.offsets[i0] > kBlockRows) {
       g.blocks.emplace_back(i0, i + 1);
       i0 = i + 1;
     }
