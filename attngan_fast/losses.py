@@ -48,7 +48,7 @@ def _class_mask(class_ids: ClassIds, batch_size: int, device: torch.device) -> O
     """(B, B) bool, True where captions j and i belong to the same class and j != i; or None."""
     if class_ids is None:
         return None
-    ids = torch.as_tensor(class_ids, device=device)
+    ids = torch.as_tensor(class_ids).to(device, non_blocking=True)  # host data: no stream sync on CUDA
     check_shape("class_ids", ids, (batch_size,))
     mask = ids.unsqueeze(1) == ids.unsqueeze(0)
     mask.fill_diagonal_(False)

@@ -49,14 +49,14 @@ def check_damsm_inputs(words: Tensor, cap_lens: CapLens, regions: Tensor) -> Ten
             raise ValueError(f"cap_lens: expected an int32 or int64 tensor, got {cap_lens.dtype}")
         if cap_lens.shape != (B,):
             raise ValueError(f"cap_lens: expected ({B},), got {tuple(cap_lens.shape)}")
-        return cap_lens.to(words.device)
+        return cap_lens.to(words.device, non_blocking=True)
     lens = [int(n) for n in cap_lens]
     if len(lens) != B:
         raise ValueError(f"cap_lens: expected {B} lengths, got {len(lens)}")
     bad = [(i, n) for i, n in enumerate(lens) if not 1 <= n <= T]
     if bad:
         raise ValueError(f"cap_lens: expected values in [1, T={T}], got cap_lens[{bad[0][0]}] = {bad[0][1]}")
-    return torch.tensor(lens, dtype=torch.int64, device=words.device)
+    return torch.tensor(lens, dtype=torch.int64).to(words.device, non_blocking=True)  # no stream sync on CUDA
 
 
 def damsm_word_similarity(
