@@ -295,19 +295,11 @@ void backward_image(const Operands& op, const Layout& g, scalar_t gamma1, scalar
         const int64_t row = first + t;
         const scalar_t gt = dsim * gamma2 * std::exp(gamma2 * cos[t] - lse);
         const scalar_t q = std::sqrt(dp[t].ww) * std::sqrt(dp[t].cc);
-        // dc = kw w - kc c,  dw += kc2 c - kw2 w
-        scalar_t kw, kc, kc2, kw2;
-        if (q >= scalar_t(kCosEps)) {
-          kw = gt / q;
-          kc = gt * cos[t] / dp[t].cc;
-          kc2 = kw;
-          kw2 = gt * cos[t] / dp[t].ww;
-        } else {
-          kw = gt / scalar_t(kCosEps);
-          kc = 0;
-          kc2 = kw;
-          kw2 = 0;
-        }
+        // dc = kw w - kc c,  dw += kw c - kw2 w; kc = kw2 = 0 where the norm clamp is active
+        const bool unclamped = q >= scalar_t(kCosEps);
+        const scalar_t kw = gt / std::max(q, scalar_t(kCosEps));
+        const scalar_t kc = unclamped ? gt * cos[t] / dp[t].cc : scalar_t(0);
+        const scalar_t kw2 = unclamped ? gt * cos[t] / dp[t].ww : scalar_t(0);
         const scalar_t* w = w_all + (r0 + row) * D;
         scalar_t* ct = c + row * D;
         scalar_t* dwt = dw_p + (r0 + row) * D;
@@ -316,7 +308,7 @@ void backward_image(const Operands& op, const Layout& g, scalar_t gamma1, scalar
         for (int64_t e = 0; e < D; ++e) {
           const scalar_t dc = kw * w[e] - kc * ct[e];
           d += dc * ct[e];
-          dwt[e] += kc2 * ct[e] - kw2 * w[e];
+          dwt[e] += kw * ct[e] - kw2 * w[e];
           ct[e] = dc;
         }
         delta[row] = d;
