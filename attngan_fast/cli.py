@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -17,7 +18,8 @@ import yaml
 from . import config
 from ._version import __version__
 
-__all__ = ["main", "add_config_arguments", "config_from_args", "COMMAND_MODULES"]
+__all__ = ["main", "add_config_arguments", "config_from_args", "add_threads_argument", "set_threads",
+           "COMMAND_MODULES"]
 
 COMMAND_MODULES = (
     "attngan_fast.data.synthetic",  # make-synthetic
@@ -45,6 +47,34 @@ def config_from_args(args: argparse.Namespace) -> config.Config:
         return config.load(args.cfg, **overrides)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
+
+
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    """``--threads N``: torch's CPU threads; default: the cores other processes leave free."""
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's count, lowered to "
+                                                    "the cores not already busy per the 1-minute load average)")
+
+
+def set_threads(requested: Optional[int]) -> int:
+    """Set torch's intra-op threads to ``requested``, or by default to ``cores - load`` (at least 1).
+
+    Many small ops each end in a barrier of all threads; on a CPU that other jobs keep busy, threads
+    that wait for a descheduled peer spin, and a step gets 10x-50x slower than with fewer threads.
+    Returns the count set.
+    """
+    import torch
+
+    if requested is None:
+        requested = torch.get_num_threads()
+        try:
+            busy = os.getloadavg()[0]
+        except OSError:  # no load average on this platform
+            busy = 0.0
+        requested = max(1, min(requested, int((os.cpu_count() or requested) - busy + 0.5)))
+    if requested < 1:
+        raise SystemExit(f"error: --threads {requested}: expected >= 1")
+    torch.set_num_threads(requested)
+    return requested
 
 
 def build_parser() -> argparse.ArgumentParser:

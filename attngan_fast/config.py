@@ -244,7 +244,9 @@ def _validate(cfg: Config) -> Config:
         if _get(cfg, dotted) <= 0:
             raise ValueError(f"config key {dotted!r}: expected a positive value, got {_get(cfg, dotted)!r}")
     if not 0.0 <= cfg.SYNTHETIC.TEST_FRACTION < 1.0:
-        raise ValueError(f"config key 'SYNTHETIC.TEST_FRACTION': expected 0 <= value < 1, got {cfg.SYNTHETIC.TEST_FRACTION}")
+        raise ValueError(
+            f"config key 'SYNTHETIC.TEST_FRACTION': expected 0 <= value < 1, got {cfg.SYNTHETIC.TEST_FRACTION}"
+        )
     if cfg.GAN.R_NUM < 0:
         raise ValueError(f"config key 'GAN.R_NUM': expected >= 0, got {cfg.GAN.R_NUM}")
     return cfg

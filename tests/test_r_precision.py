@@ -96,7 +96,7 @@ class _ClassFromCaption(nn.Module):
 
 
 def test_dataset_r_precision_with_oracle_encoders():
-    ds = SyntheticBirds("test", num_images=500, test_fraction=0.2, seed=0, sample_seed=0, base_size=16)
+    ds = SyntheticBirds("test", num_images=500, test_fraction=0.2, data_seed=0, seed=0, base_size=16)
     text = _ClassFromCaption(ds, 101)
     # images replaced by constant images whose mean pixel encodes the class id
     images = torch.stack([torch.full((3, 16, 16), c / 50.0 - 1) for c in ds.class_ids.tolist()])

@@ -16,9 +16,9 @@ from attngan_fast.data.synthetic import (
 
 
 def test_deterministic_renders_and_captions():
-    a = SyntheticBirds("train", num_images=40, seed=3, sample_seed=5)
-    b = SyntheticBirds("train", num_images=40, seed=3, sample_seed=5)
-    c = SyntheticBirds("train", num_images=40, seed=4, sample_seed=5)
+    a = SyntheticBirds("train", num_images=40, data_seed=3, seed=5)
+    b = SyntheticBirds("train", num_images=40, data_seed=3, seed=5)
+    c = SyntheticBirds("train", num_images=40, data_seed=4, seed=5)
     assert a.filenames == b.filenames and a.captions == b.captions and a.text == b.text
     assert all(np.array_equal(a.render(i), b.render(i)) for i in range(len(a)))
     assert all(torch.equal(a[i].imgs[0], b[i].imgs[0]) and torch.equal(a[i].caption, b[i].caption) for i in range(5))
@@ -32,7 +32,7 @@ def test_render_sizes(size):
 
 
 def test_attributes_classes_and_captions():
-    ds = SyntheticBirds("train", num_images=200, seed=0)
+    ds = SyntheticBirds("train", num_images=200, data_seed=0)
     assert len({a.class_id for a in ds._attributes}) > 60  # ~100 (wing, belly) pairs
     for i in range(len(ds)):
         attrs = ds.attributes(i)
@@ -51,7 +51,7 @@ def test_split_by_index_and_fixed_vocabulary():
     test = SyntheticBirds("test", num_images=50, test_fraction=0.2)
     assert (len(train), len(test)) == (40, 10) and train.indices == list(range(40)) and test.indices[0] == 40
     assert not set(train.filenames) & set(test.filenames)
-    assert train.vocab == test.vocab == SyntheticBirds("train", num_images=7, seed=9).vocab == synthetic_vocabulary()
+    assert train.vocab == test.vocab == SyntheticBirds("train", num_images=7, data_seed=9).vocab == synthetic_vocabulary()
     assert train.n_words < 120
 
 
@@ -78,7 +78,7 @@ def test_make_synthetic_reads_back_identically(tmp_path, capsys):
     assert "wrote 20 train + 5 test" in capsys.readouterr().out
     truth = read_attributes(tmp_path)
     for split in ("train", "test"):
-        mem = SyntheticBirds(split, num_images=25, seed=2, base_size=64, branch_num=1, sample_seed=11)
+        mem = SyntheticBirds(split, num_images=25, data_seed=2, base_size=64, branch_num=1, seed=11)
         disk = TextDataset(tmp_path, split, base_size=64, branch_num=1, seed=11)
         assert disk.layout == "birds" and disk.filenames == mem.filenames
         assert disk.captions == mem.captions and disk.vocab == mem.vocab

@@ -30,7 +30,6 @@ import os
 import pickle
 import warnings
 import zlib
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -253,10 +252,14 @@ class TextDataset(CaptionDataset):
         return vocab
 
 
-def read_own_captions(path: PathLike, skip_bad: bool = False) -> "OrderedDict[str, tuple[list[list[str]], Optional[str]]]":
+# image name → (tokenised captions, "train" | "test" | None), in file order
+OwnCaptions = dict[str, tuple[list[list[str]], Optional[str]]]
+
+
+def read_own_captions(path: PathLike, skip_bad: bool = False) -> OwnCaptions:
     """Parse a user's captions file → ``{image name: (tokenised captions, split or None)}``.
 
-    Formats (image names are paths relative to the captions file's folder):
+    Formats (image names are paths relative to the data folder, where the images are read from):
 
     * ``.tsv`` / ``.txt``: one caption per line, ``image<TAB>caption`` or
       ``image<TAB>caption<TAB>train|test``; an image may have any number of lines; blank lines and
@@ -275,7 +278,7 @@ def read_own_captions(path: PathLike, skip_bad: bool = False) -> "OrderedDict[st
     except OSError as e:
         raise ValueError(f"{path}: cannot read the captions file ({e.strerror or e})") from None
     records = _json_records(path, raw) if path.suffix.lower() == ".json" else _tsv_records(path, raw)
-    entries: OrderedDict[str, tuple[list[list[str]], Optional[str]]] = OrderedDict()
+    entries: OwnCaptions = {}
     bad: list[str] = []
     empty: list[str] = []
     for where, item in records:
@@ -376,7 +379,8 @@ def _json_records(path: Path, raw: bytes) -> list[_Record]:
             caps = [caps] if isinstance(caps, str) else caps
             split = rec.get("split") if isinstance(rec, dict) else None
             if not isinstance(name, str) or not isinstance(caps, list) or not all(isinstance(c, str) for c in caps):
-                records.append((where, "expected {'image': name, 'caption': text} or {'image': name, 'captions': [...]}"))
+                records.append((where, "expected {'image': name, 'caption': text} or "
+                                       "{'image': name, 'captions': [...]}"))
             elif split not in (None, "train", "test"):
                 records.append((where, f"split must be 'train' or 'test', got {split!r}"))
             else:
@@ -453,8 +457,7 @@ def build_dataset(cfg: Any, split: str = "train", **kwargs: Any) -> CaptionDatas
     """
     if not cfg.DATA_DIR:
         if cfg.DATASET_NAME == "synthetic_birds":
-            return SyntheticBirds.from_config(cfg, split, **{("sample_seed" if k == "seed" else k): v
-                                                             for k, v in kwargs.items()})
+            return SyntheticBirds.from_config(cfg, split, **kwargs)
         raise ValueError("config: DATA_DIR is empty (set it to the data folder, or DATASET_NAME to "
                          "'synthetic_birds' for synthetic birds)")
     return TextDataset.from_config(cfg, split, **kwargs)

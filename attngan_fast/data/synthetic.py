@@ -204,8 +204,9 @@ class SyntheticBirds(CaptionDataset):
     """Synthetic birds as a dataset: the :class:`~attngan_fast.data.TextDataset` interface.
 
     num_images: size of the whole set; the last ``round(num_images * test_fraction)`` indices form
-        the test split. seed: the set's content (attributes, captions); sample_seed: the per-sample
-        random draws (caption choice, crop, flip; see :class:`~attngan_fast.data.CaptionDataset`).
+        the test split. data_seed: the set's content (attributes, captions); seed: the per-sample
+        random draws (caption choice, crop, flip), as for every
+        :class:`~attngan_fast.data.CaptionDataset`.
     Renders are cached in memory (``cache=True``): about ``3 * (1.19 * S)**2`` bytes per image for
     crops of S = ``base_size * 2**(branch_num - 1)`` px (17 kB at 64 px, 277 kB at 256 px).
     """
@@ -216,25 +217,25 @@ class SyntheticBirds(CaptionDataset):
         *,
         num_images: int = 2500,
         test_fraction: float = 0.2,
-        seed: int = 0,
         base_size: int = 64,
         branch_num: int = 1,
         words_num: int = 18,
         captions_per_image: int = CAPTIONS_PER_IMAGE,
-        sample_seed: Optional[int] = None,
+        data_seed: int = 0,
+        seed: Optional[int] = None,
         augment: bool = True,
         wrong_images: bool = False,
         cache: bool = True,
     ) -> None:
         super().__init__(split=split, base_size=base_size, branch_num=branch_num, words_num=words_num,
-                         seed=sample_seed, augment=augment, wrong_images=wrong_images)
+                         seed=seed, augment=augment, wrong_images=wrong_images)
         if not 1 <= captions_per_image <= len(_TEMPLATES):
             raise ValueError(f"captions_per_image: expected 1..{len(_TEMPLATES)}, got {captions_per_image}")
         if not 0.0 <= test_fraction < 1.0:
             raise ValueError(f"test_fraction: expected 0 <= value < 1, got {test_fraction}")
         self.num_images = int(num_images)
         self.num_test = int(round(num_images * test_fraction))
-        self.data_seed = int(seed)
+        self.data_seed = int(data_seed)
         self.render_size = self.transform.load_size
         first, last = (0, self.num_images - self.num_test) if split == "train" else (
             self.num_images - self.num_test, self.num_images)
@@ -242,7 +243,8 @@ class SyntheticBirds(CaptionDataset):
         self._attributes = [sample_attributes(self.data_seed, g) for g in self.indices]
         self.vocab = synthetic_vocabulary()
         self.filenames = [_key(a, g) for a, g in zip(self._attributes, self.indices)]
-        self.text = [bird_captions(a, self.data_seed, g, captions_per_image) for a, g in zip(self._attributes, self.indices)]
+        self.text = [bird_captions(a, self.data_seed, g, captions_per_image)
+                     for a, g in zip(self._attributes, self.indices)]
         self.captions = [[self.vocab.encode(c)[0] for c in caps] for caps in self.text]
         self.class_ids = np.asarray([a.class_id for a in self._attributes], dtype=np.int64)
         self._cache: Optional[dict[int, np.ndarray]] = {} if cache else None
@@ -252,7 +254,7 @@ class SyntheticBirds(CaptionDataset):
     def from_config(cls, cfg: Any, split: str = "train", **kwargs: Any) -> "SyntheticBirds":
         """Sizes from ``cfg.TREE``/``cfg.TEXT``, the set from ``cfg.SYNTHETIC``."""
         params = dict(num_images=cfg.SYNTHETIC.NUM_IMAGES, test_fraction=cfg.SYNTHETIC.TEST_FRACTION,
-                      seed=cfg.SYNTHETIC.SEED, base_size=cfg.TREE.BASE_SIZE, branch_num=cfg.TREE.BRANCH_NUM,
+                      data_seed=cfg.SYNTHETIC.SEED, base_size=cfg.TREE.BASE_SIZE, branch_num=cfg.TREE.BRANCH_NUM,
                       words_num=cfg.TEXT.WORDS_NUM, captions_per_image=cfg.TEXT.CAPTIONS_PER_IMAGE)
         params.update(kwargs)
         return cls(split, **params)
@@ -306,8 +308,8 @@ def write_birds_layout(
     Returns ``{"train": n_train, "test": n_test}``.
     """
     out = Path(out_dir)
-    splits = {s: SyntheticBirds(s, num_images=num_images, test_fraction=test_fraction, seed=seed, base_size=size,
-                                branch_num=1, sample_seed=0, cache=False) for s in ("train", "test")}
+    splits = {s: SyntheticBirds(s, num_images=num_images, test_fraction=test_fraction, data_seed=seed,
+                                base_size=size, branch_num=1, seed=0, cache=False) for s in ("train", "test")}
     image_lines, bbox_lines, attributes = [], [], {}
     number = 0
     for ds in splits.values():

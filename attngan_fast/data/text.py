@@ -76,7 +76,9 @@ def read_caption_file(path: PathLike, captions_per_image: int) -> list[list[str]
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise ValueError(f"{path}:{lineno}: caption line is not valid UTF-8 ({e.reason} at byte {e.start})") from None
+            raise ValueError(
+                f"{path}:{lineno}: caption line is not valid UTF-8 ({e.reason} at byte {e.start})"
+            ) from None
         if not line.strip():
             continue
         tokens = tokenize(line)

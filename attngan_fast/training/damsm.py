@@ -88,7 +88,8 @@ def load_encoders(
     """
     text_encoder = build_text_encoder(cfg, n_words)
     image_encoder = _quiet_image_encoder(cfg)
-    for module, path in ((text_encoder, Path(text_encoder_path)), (image_encoder, image_encoder_path(text_encoder_path))):
+    files = ((text_encoder, Path(text_encoder_path)), (image_encoder, image_encoder_path(text_encoder_path)))
+    for module, path in files:
         state = torch.load(path, map_location="cpu", weights_only=True)
         weight = state.get("encoder.weight")
         if module is text_encoder and weight is not None and weight.shape[0] != n_words:
@@ -184,9 +185,13 @@ def pretrain_damsm(
         log(f"loaded {cfg.TRAIN.NET_E} and its image encoder; starting at epoch {start_epoch}")
 
     params = list(text_encoder.parameters()) + [p for p in image_encoder.parameters() if p.requires_grad]
+    threads = f" ({torch.get_num_threads()} CPU threads)" if device.type == "cpu" else ""
+    log(f"DAMSM pre-training: {len(train_set)} train / {len(test_set)} test images, {train_set.n_words} words, "
+        f"{type(image_encoder).__name__}, {device}{threads}, seed {seed}, output {out}")
     summary: dict[str, Any] = {"config": cfg.to_dict(), "seed": seed, "device": str(device),
-                               "torch": torch.__version__, "train_images": len(train_set),
-                               "test_images": len(test_set), "n_words": train_set.n_words, "epochs": history}
+                               "threads": torch.get_num_threads(), "torch": torch.__version__,
+                               "train_images": len(train_set), "test_images": len(test_set),
+                               "n_words": train_set.n_words, "epochs": history}
     for epoch in range(start_epoch, cfg.TRAIN.MAX_EPOCH):
         epoch_start = time.perf_counter()
         optimizer = torch.optim.Adam(params, lr=lr, betas=(0.5, 0.999))
@@ -295,7 +300,7 @@ def _warn_config_changes(saved: Config, current: Config) -> None:
 # ---- CLI ---------------------------------------------------------------------------------------
 def register_cli(subparsers: Any) -> None:
     """``attngan-fast pretrain-damsm --cfg ... [--out DIR] [--resume]``."""
-    from ..cli import add_config_arguments
+    from ..cli import add_config_arguments, add_threads_argument
 
     p = subparsers.add_parser("pretrain-damsm", help="pre-train the DAMSM text and image encoders",
                               description="Pre-train the DAMSM encoders as the original pretrain_DAMSM.py; "
@@ -306,17 +311,16 @@ def register_cli(subparsers: Any) -> None:
     p.add_argument("--resume", action="store_true", help=f"continue the run in --out from Model/{STATE_FILE}")
     p.add_argument("--seed", type=int, help="random seed (default: random in [1, 10000], as the original)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available and CUDA: True)")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    add_threads_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(run=_run_cli)
 
 
 def _run_cli(args: argparse.Namespace) -> int:
-    from ..cli import config_from_args
+    from ..cli import config_from_args, set_threads
 
     cfg = config_from_args(args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = set_threads(args.threads)
     prefix = f"{cfg.DATASET_NAME}_{cfg.CONFIG_NAME or 'DAMSM'}"
     out = args.out
     if out is None and args.resume:
@@ -333,6 +337,6 @@ def _run_cli(args: argparse.Namespace) -> int:
     summary = pretrain_damsm(cfg, out, resume=args.resume, seed=args.seed, device=args.device,
                              progress=not args.no_progress)
     rp = summary.get("r_precision")
-    print(json.dumps({"out": str(out), "wall_s": round(time.perf_counter() - start, 1),
+    print(json.dumps({"out": str(out), "wall_s": round(time.perf_counter() - start, 1), "threads": threads,
                       "r_precision": None if rp is None else f"{rp['mean']:.2f} ± {rp['std']:.2f} %"}))
     return 0
