@@ -121,9 +121,10 @@ def damsm_step(
     labels = torch.arange(batch_size, device=batch.captions.device)
     words_features, sent_code = image_encoder(batch.imgs[-1])
     words_emb, sent_emb = text_encoder(batch.captions, batch.cap_lens)
-    w_loss0, w_loss1, _ = losses.words_loss(words_features, words_emb, labels, batch.cap_lens, batch.class_ids,
-                                            batch_size, cfg)
-    s_loss0, s_loss1 = losses.sent_loss(sent_code, sent_emb, labels, batch.class_ids, batch_size, cfg)
+    # the fused words/sent losses when the backend is "fast", the reference ones otherwise
+    w_loss0, w_loss1, s_loss0, s_loss1 = losses.damsm_loss_terms(
+        words_features, sent_code, words_emb, sent_emb, labels, batch.cap_lens, batch.class_ids, cfg
+    )
     return {"w_loss0": w_loss0, "w_loss1": w_loss1, "s_loss0": s_loss0, "s_loss1": s_loss1}
 
 
