@@ -40,4 +40,15 @@ TORCH_LIBRARY(attngan_fast, m) {
   m.def(
       "word_region_attention_backward(Tensor grad_context, Tensor? grad_weights, Tensor h, Tensor words, "
       "Tensor? mask, Tensor? weights) -> (Tensor, Tensor)");
+
+  // DAMSM word-level similarity of every (image j, caption i) pair (spec 6.1-6.3):
+  //   words (B, D, T), cap_lens (B,) int in [1, T], regions (B, D, H, W)
+  //   -> sim (B, B) float32 (float64 for float64 inputs), sim[j, i] = image j vs caption i;
+  //      attn (B, T, H, W) caption i's attention on image i (zero at t >= cap_lens[i]) when
+  //      need_attention, else (0, T, H, W)
+  // The backward recomputes the attention and returns (grad_words (B, D, T), grad_regions (B, D, H, W)).
+  m.def("damsm_word_similarity(Tensor words, Tensor cap_lens, Tensor regions, float gamma1, float gamma2, "
+        "bool need_attention) -> (Tensor, Tensor)");
+  m.def("damsm_word_similarity_backward(Tensor grad_sim, Tensor words, Tensor cap_lens, Tensor regions, "
+        "float gamma1, float gamma2) -> (Tensor, Tensor)");
 }
