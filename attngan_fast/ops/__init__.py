@@ -3,6 +3,7 @@
 Every public function here validates its inputs, then runs the fused kernel for the tensor's
 device when the backend is "fast", else the reference.
 """
+from .blocks import BatchNormArgs, batch_norm_args, res_block, up_block, upsample_conv3x3, uses_batch_stats
 from .glu import glu
 
-__all__ = ["glu"]
+__all__ = ["BatchNormArgs", "batch_norm_args", "glu", "res_block", "up_block", "upsample_conv3x3", "uses_batch_stats"]
