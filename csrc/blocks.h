@@ -8,27 +8,32 @@
 // columns {t-1+b, t+b}, and taps K_ab = T_a W T_b^T with the row folds
 //   T_0 = [[1, 0, 0], [0, 1, 1]]   (taps {w0, w1 + w2})
 //   T_1 = [[1, 1, 0], [0, 0, 1]]   (taps {w0 + w1, w2}).
-// All four phases come from ONE 2x2 convolution with padding 1 and 4*Co output channels
-// ("phase-major": channel (2a + b) * Co + o): its output Y has (H+1) x (W+1) positions and phase
-// (a, b) is the window Y[a : a+H, b : b+W]. 16 multiply-adds per input pixel and channel pair
-// instead of 36 (x (H+1)(W+1)/HW for the unused border row and column). The weight gradient folds
-// back: dW = sum_ab T_a^T dK_ab T_b.
+// 16 multiply-adds per input pixel and channel pair instead of 36; the upsampled tensor is never
+// built. The weight gradient folds back: dW = sum_ab T_a^T dK_ab T_b.
 //
-// Every conv output ("y") is kept in channels_last (NHWC) with S*S*Co channels and spatial
-// (H+S-1) x (W+S-1), S = 2 (upsampled) or 1 (plain 3x3 conv, Block3x3_relu / ResBlock). The
-// epilogues (device kernels) walk the output positions (n, r, u) of the S*H x S*W map and read the
-// Co channels of y at position (r/S + r%S, u/S + u%S), channel block (r%S)*S + u%S.
+// Two ways to run the four phase convolutions, by map size:
+//  - "conv" (large maps): ONE 2x2 convolution with padding 1 and 4*Co output channels (phase-major,
+//    channel (2a + b) * Co + o). Its output has (H+1) x (W+1) positions; phase (a, b) is the window
+//    [a : a+H, b : b+W] (x (H+1)(W+1)/HW work for the unused border row and column).
+//  - "gemm" (H*W <= 64, where oneDNN's 2x2 convolutions are slow): per phase, an im2col matrix
+//    (N*H*W, 4*Ci) times K_ab^T, as one batched GEMM; exactly 16 multiply-adds.
+//
+// Every conv output ("y") is channels_last. The epilogues (device kernels) walk the output positions
+// (n, r, u) of the S*H x S*W map (S = 2 upsampled, 1 plain 3x3 conv) and find the Co channels of
+// each, contiguous, at PhaseLayout::offset(n, r, u).
 //
 // The device files provide a `Kernels` struct (see CpuBlockKernels in cpu/blocks.cpp):
 //   fold_phase_weight(w)   W (Co, Ci, 3, 3) -> K (4 Co, Ci, 2, 2) channels_last, phase-major
-//   unfold_phase_grad(dk)  dK (channels_last) -> dW (Co, Ci, 3, 3)
+//   unfold_phase_grad(dk)  dK (4 Co, Ci, 2, 2), any strides -> dW (Co, Ci, 3, 3)
+//   im2col_phases(x, g)    x (N, Ci, H, W) channels_last -> (4, N*H*W, 4*Ci), columns (r, s, c)
+//   col2im_phases(cols, g, Ci)  the adjoint: (4, N*H*W, 4*Ci) -> (N, Ci, H, W) channels_last
 //   channel_stats(y, g, mean, var)                             batch mean and biased variance
 //   forward_epilogue(mode, y, g, scale, shift, residual, out)  out = epilogue(y * scale + shift)
 //   backward_reduce(mode, grad_out, y, g, scale, shift, center, r1, r2)
 //        r1 = sum dz, r2 = sum dz * (y - center) per conv channel (dz: grad of z = y*scale+shift)
 //   backward_apply(mode, grad_out, y, g, scale, shift, center, A, B, D, grad_y)
 //        grad_y = A * dz + B * (y - center) + D at every position (zero at the unused border)
-// and this header composes them with ATen convolutions.
+// and this header composes them with ATen convolutions / GEMMs.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -47,27 +52,47 @@ enum class Epilogue {
   kResidual,  // out = residual + z
 };
 
+#if defined(__CUDACC__)
+#define BLOCKS_HOST_DEVICE __host__ __device__
+#else
+#define BLOCKS_HOST_DEVICE
+#endif
+
+// Where the Co channels (contiguous) of output position (n, r, u) live in y: phase (a, b) =
+// (r % S, u % S) at conv position (r / S + pad * a, u / S + pad * b).
+struct PhaseLayout {
+  int64_t S, pad, sN, sH, sW, sPh;  // strides of image, row, column, phase
+  BLOCKS_HOST_DEVICE int64_t offset(int64_t n, int64_t r, int64_t u) const {
+    const int64_t a = r % S, b = u % S;
+    return n * sN + (r / S + pad * a) * sH + (u / S + pad * b) * sW + (a * S + b) * sPh;
+  }
+};
+
+// The phase GEMMs beat oneDNN's 2x2 convolution up to 8x8 maps (measured on the CPU).
+inline bool use_phase_gemm(int64_t H, int64_t W) { return H * W <= 64; }
+
 struct PhaseGeom {
   int64_t N, H, W;  // conv input
   int64_t S;        // 2: nearest-2x upsampled before the conv, 1: plain
   int64_t Co;       // conv output channels (of the 3x3 conv)
-  int64_t Hy() const { return H + S - 1; }
-  int64_t Wy() const { return W + S - 1; }
-  int64_t Cy() const { return S * S * Co; }
+  bool gemm;        // S == 2 by per-phase GEMMs: y is (4, N, H, W, Co); else one conv
+  int64_t pad() const { return S == 2 && !gemm ? 1 : 0; }
+  int64_t Hy() const { return H + pad(); }
+  int64_t Wy() const { return W + pad(); }
   int64_t Hout() const { return S * H; }
   int64_t Wout() const { return S * W; }
   int64_t count() const { return N * Hout() * Wout(); }  // elements per channel
+  // y as a channels_last 4-D tensor: (4N, Co, H, W) for the GEMMs, else (N, S*S*Co, Hy, Wy).
+  std::vector<int64_t> conv_out_sizes() const {
+    if (gemm) return {4 * N, Co, H, W};
+    return {N, S * S * Co, Hy(), Wy()};
+  }
+  PhaseLayout layout() const {
+    if (gemm) return {S, 0, H * W * Co, W * Co, Co, N * H * W * Co};
+    const int64_t cy = S * S * Co;
+    return {S, pad(), Hy() * Wy() * cy, Wy() * cy, cy, Co};
+  }
 };
-
-// Offset in y (NHWC, Cy channels) of the Co channels of output position (n, r, u).
-#if defined(__CUDACC__)
-__host__ __device__
-#endif
-inline int64_t phase_offset(int64_t Hy, int64_t Wy, int64_t Cy, int64_t Co, int64_t S, int64_t n, int64_t r,
-                            int64_t u) {
-  const int64_t a = r % S, b = u % S;
-  return ((n * Hy + r / S + a) * Wy + u / S + b) * Cy + (a * S + b) * Co;
-}
 
 inline bool is_channels_last(const at::Tensor& t) {
   return t.dim() == 4 && !t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast);
@@ -108,40 +133,17 @@ inline void check_block_input(const at::Tensor& x, const at::Tensor& weight, con
 }
 
 inline PhaseGeom geometry(const at::Tensor& x, const at::Tensor& weight, bool upsample) {
-  return {x.size(0), x.size(2), x.size(3), upsample ? 2 : 1, weight.size(0)};
+  return {x.size(0), x.size(2), x.size(3), upsample ? 2 : 1, weight.size(0), upsample && use_phase_gemm(x.size(2), x.size(3))};
 }
 
 // The phase folds: tap r of phase row a sums the 3x3 rows first(a, r) .. last(a, r):
 //   a = 0: {0}, {1, 2};   a = 1: {0, 1}, {2}.   (Likewise columns.)
 // Unfolding: 3x3 row i receives, from phase row a, the tap unfold_tap(a, i).
-#if defined(__CUDACC__)
-__host__ __device__
-#endif
-inline int fold_first(int a, int r) { return a == 0 ? r : 2 * r; }
-#if defined(__CUDACC__)
-__host__ __device__
-#endif
-inline int fold_last(int a, int r) { return a == 0 ? 2 * r : r + 1; }
-#if defined(__CUDACC__)
-__host__ __device__
-#endif
-inline int unfold_tap(int a, int i) { return a == 0 ? (i == 0 ? 0 : 1) : (i == 2 ? 1 : 0); }
+BLOCKS_HOST_DEVICE inline int fold_first(int a, int r) { return a == 0 ? r : 2 * r; }
+BLOCKS_HOST_DEVICE inline int fold_last(int a, int r) { return a == 0 ? 2 * r : r + 1; }
+BLOCKS_HOST_DEVICE inline int unfold_tap(int a, int i) { return a == 0 ? (i == 0 ? 0 : 1) : (i == 2 ? 1 : 0); }
 
-// The conv weight actually run: the phase kernels (4 Co, Ci, 2, 2) when upsampling (channels_last,
-// the layout the NHWC convolution reads), else W itself.
-template <class K>
-at::Tensor conv_weight(const at::Tensor& w, bool upsample) {
-  return upsample ? K::fold_phase_weight(w.contiguous()) : w;
-}
-
-// The weight gradient from the gradient of the conv actually run.
-template <class K>
-at::Tensor weight_grad(const at::Tensor& grad_kernel, bool upsample) {
-  return upsample ? K::unfold_phase_grad(grad_kernel.contiguous(at::MemoryFormat::ChannelsLast))
-                  : grad_kernel.contiguous();
-}
-
-// y = conv(x_cl, kernel, padding 1), NHWC-dense: (N, S*S*Co, H+S-1, W+S-1).
+// y = conv(x_cl, kernel, padding 1), NHWC-dense.
 inline at::Tensor run_conv(const at::Tensor& x_cl, const at::Tensor& kernel) {
   const std::vector<int64_t> one{1, 1}, zero{0, 0};
   return dense(at::convolution(x_cl, kernel, {}, one, one, one, false, zero, 1), at::MemoryFormat::ChannelsLast);
@@ -156,12 +158,48 @@ inline std::tuple<at::Tensor, at::Tensor> run_conv_backward(const at::Tensor& gr
   return {std::get<0>(grads), std::get<1>(grads)};
 }
 
+// The phase kernels K (4 Co, Ci, 2, 2) channels_last as four (Co, 4 Ci) matrices, columns (r, s, c).
+inline at::Tensor phase_matrices(const at::Tensor& k) {
+  const int64_t co = k.size(0) / 4, ci = k.size(1);
+  return k.as_strided({4, co, 4 * ci}, {co * 4 * ci, 4 * ci, 1});
+}
+
+// y: the (phase) convolution of x_cl (channels_last) with W (Co, Ci, 3, 3), laid out as g says.
+template <class K>
+at::Tensor conv_forward(const at::Tensor& x_cl, const at::Tensor& weight, const PhaseGeom& g) {
+  if (g.S == 1) return run_conv(x_cl, weight);
+  const at::Tensor k = K::fold_phase_weight(weight.contiguous());
+  if (!g.gemm) return run_conv(x_cl, k);
+  const at::Tensor y = at::bmm(K::im2col_phases(x_cl, g), phase_matrices(k).transpose(1, 2));  // (4, NHW, Co)
+  return y.view({4 * g.N, g.H, g.W, g.Co}).permute({0, 3, 1, 2});
+}
+
+// (grad_x_cl, grad_weight (Co, Ci, 3, 3)) given grad_y laid out like y.
+template <class K>
+std::tuple<at::Tensor, at::Tensor> conv_backward(const at::Tensor& grad_y, const at::Tensor& x_cl,
+                                                 const at::Tensor& weight, const PhaseGeom& g) {
+  if (g.S == 1) {
+    auto [grad_x, grad_w] = run_conv_backward(grad_y, x_cl, weight);
+    return {grad_x, grad_w.contiguous()};
+  }
+  const at::Tensor k = K::fold_phase_weight(weight.contiguous());
+  if (!g.gemm) {
+    auto [grad_x, grad_k] = run_conv_backward(grad_y, x_cl, k);
+    return {grad_x, K::unfold_phase_grad(grad_k)};
+  }
+  const int64_t ci = x_cl.size(1);
+  const at::Tensor gy = grad_y.permute({0, 2, 3, 1}).reshape({4, g.N * g.H * g.W, g.Co});
+  const at::Tensor grad_k = at::bmm(gy.transpose(1, 2), K::im2col_phases(x_cl, g));  // (4, Co, 4 Ci)
+  const at::Tensor grad_x = K::col2im_phases(at::bmm(gy, phase_matrices(k)), g, ci);
+  return {grad_x, K::unfold_phase_grad(grad_k.as_strided({4 * g.Co, ci, 2, 2}, {4 * ci, 1, 2 * ci, ci}))};
+}
+
 inline at::Tensor empty_output(const PhaseGeom& g, int64_t channels, const at::Tensor& like, at::MemoryFormat fmt) {
   return at::empty({g.N, channels, g.Hout(), g.Wout()}, like.options().memory_format(fmt));
 }
 
 inline at::Tensor empty_conv_out(const PhaseGeom& g, const at::Tensor& like) {
-  return at::empty({g.N, g.Cy(), g.Hy(), g.Wy()}, like.options().memory_format(at::MemoryFormat::ChannelsLast));
+  return at::empty(g.conv_out_sizes(), like.options().memory_format(at::MemoryFormat::ChannelsLast));
 }
 
 // The BatchNorm of one block as per-channel affine z = y * scale + shift, plus its statistics.
@@ -235,7 +273,7 @@ template <class K>
 at::Tensor upsample_conv3x3(const at::Tensor& x, const at::Tensor& weight) {
   check_block_input(x, weight, "upsample_conv3x3");
   const PhaseGeom g = geometry(x, weight, true);
-  const at::Tensor y = run_conv(x.contiguous(at::MemoryFormat::ChannelsLast), conv_weight<K>(weight, true));
+  const at::Tensor y = conv_forward<K>(x.contiguous(at::MemoryFormat::ChannelsLast), weight, g);
   at::Tensor out = empty_output(g, g.Co, x, caller_format(x));
   K::forward_epilogue(Epilogue::kCopy, y, g, at::Tensor(), at::Tensor(), at::Tensor(), out);
   return out;
@@ -252,9 +290,8 @@ std::tuple<at::Tensor, at::Tensor> upsample_conv3x3_backward(const at::Tensor& g
   at::Tensor grad_y = empty_conv_out(g, x);
   const at::Tensor none;
   K::backward_apply(Epilogue::kCopy, dense_grad(grad_out, fmt), none, g, none, none, none, none, none, none, grad_y);
-  auto [grad_x, grad_k] = run_conv_backward(grad_y, x.contiguous(at::MemoryFormat::ChannelsLast),
-                                            conv_weight<K>(weight, true));
-  return {dense(grad_x, fmt), weight_grad<K>(grad_k, true)};
+  auto [grad_x, grad_w] = conv_backward<K>(grad_y, x.contiguous(at::MemoryFormat::ChannelsLast), weight, g);
+  return {dense(grad_x, fmt), grad_w};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -270,7 +307,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> up_block(
   check_block_input(x, weight, "up_block");
   TORCH_CHECK(weight.size(0) % 2 == 0, "up_block: GLU needs an even conv channel count, got ", weight.size(0));
   const PhaseGeom g = geometry(x, weight, upsample);
-  const at::Tensor y = run_conv(x.contiguous(at::MemoryFormat::ChannelsLast), conv_weight<K>(weight, upsample));
+  const at::Tensor y = conv_forward<K>(x.contiguous(at::MemoryFormat::ChannelsLast), weight, g);
   const BatchNormAffine bn =
       batch_norm_affine<K>(y, g, bn_weight, bn_bias, running_mean, running_var, training, eps, "up_block");
   at::Tensor out = empty_output(g, g.Co / 2, x, caller_format(x));
@@ -291,9 +328,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> up_block_backward(
   const at::Tensor y = dense(conv_out, at::MemoryFormat::ChannelsLast);
   auto [grad_y, grad_gamma, grad_beta] = batch_norm_epilogue_backward<K>(
       Epilogue::kGlu, dense_grad(grad_out, fmt), y, g, bn_weight, bn_bias, mean, var, training, eps);
-  auto [grad_x, grad_k] =
-      run_conv_backward(grad_y, x.contiguous(at::MemoryFormat::ChannelsLast), conv_weight<K>(weight, upsample));
-  return {dense(grad_x, fmt), weight_grad<K>(grad_k, upsample), grad_gamma, grad_beta};
+  auto [grad_x, grad_w] = conv_backward<K>(grad_y, x.contiguous(at::MemoryFormat::ChannelsLast), weight, g);
+  return {dense(grad_x, fmt), grad_w, grad_gamma, grad_beta};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -315,12 +351,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   TORCH_CHECK(weight2.sizes() == at::IntArrayRef({c, c, 3, 3}), "res_block: weight2 must be (C, C, 3, 3) = (", c,
               ", ", c, ", 3, 3), got ", weight2.sizes());
   const PhaseGeom g1 = geometry(x, weight1, false), g2 = geometry(x, weight2, false);
-  const at::Tensor y1 = run_conv(x.contiguous(at::MemoryFormat::ChannelsLast), weight1);
+  const at::Tensor y1 = conv_forward<K>(x.contiguous(at::MemoryFormat::ChannelsLast), weight1, g1);
   const BatchNormAffine bn1 = batch_norm_affine<K>(y1, g1, bn1_weight, bn1_bias, running_mean1, running_var1,
                                                    training, eps1, "res_block");
   at::Tensor hidden = empty_conv_out(g2, x);
   K::forward_epilogue(Epilogue::kGlu, y1, g1, bn1.scale, bn1.shift, at::Tensor(), hidden);
-  const at::Tensor y2 = run_conv(hidden, weight2);
+  const at::Tensor y2 = conv_forward<K>(hidden, weight2, g2);
   const BatchNormAffine bn2 = batch_norm_affine<K>(y2, g2, bn2_weight, bn2_bias, running_mean2, running_var2,
                                                    training, eps2, "res_block");
   const auto fmt = caller_format(x);
@@ -345,14 +381,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   auto [grad_y2, grad_gamma2, grad_beta2] = batch_norm_epilogue_backward<K>(
       Epilogue::kResidual, g, dense(conv2_out, at::MemoryFormat::ChannelsLast), g2, bn2_weight, at::Tensor(), mean2,
       var2, training, eps2);
-  auto [grad_h, grad_w2] = run_conv_backward(grad_y2, h, weight2);
+  auto [grad_h, grad_w2] = conv_backward<K>(grad_y2, h, weight2, g2);
   auto [grad_y1, grad_gamma1, grad_beta1] = batch_norm_epilogue_backward<K>(
       Epilogue::kGlu, dense(grad_h, at::MemoryFormat::ChannelsLast), dense(conv1_out, at::MemoryFormat::ChannelsLast),
       g1, bn1_weight, bn1_bias, mean1, var1, training, eps1);
-  auto [grad_x1, grad_w1] = run_conv_backward(grad_y1, x.contiguous(at::MemoryFormat::ChannelsLast), weight1);
-  at::Tensor grad_x = at::empty(x.sizes(), x.options().memory_format(fmt));
-  at::add_out(grad_x, grad_x1, g);
-  return {grad_x, grad_w1.contiguous(), grad_gamma1, grad_beta1, grad_w2.contiguous(), grad_gamma2, grad_beta2};
+  auto [grad_x1, grad_w1] = conv_backward<K>(grad_y1, x.contiguous(at::MemoryFormat::ChannelsLast), weight1, g1);
+  // grad_x = grad_x1 + grad_out (the residual), in x's format: the residual epilogue with z = grad_x1
+  at::Tensor grad_x = empty_output(g2, g2.Co, x, fmt);
+  const auto acc = x.options().dtype(opmath_dtype(x));
+  K::forward_epilogue(Epilogue::kResidual, dense(grad_x1, at::MemoryFormat::ChannelsLast), g2, at::ones({g2.Co}, acc),
+                      at::zeros({g2.Co}, acc), g, grad_x);
+  return {grad_x, grad_w1, grad_gamma1, grad_beta1, grad_w2, grad_gamma2, grad_beta2};
 }
 
 }  // namespace blocks

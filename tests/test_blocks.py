@@ -86,10 +86,14 @@ def input_like(n, c, h, w, channels_last=False, dtype=torch.float32, device="cpu
 # ---- the phase decomposition --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("shape", [(2, 3, 4, 5, 7), (1, 1, 1, 1, 1), (1, 5, 2, 1, 6), (3, 16, 7, 4, 4)])
+# maps of at most 64 pixels run the per-phase GEMMs, larger ones the single 2x2 conv (csrc/blocks.h)
+PHASE_SHAPES = [(2, 3, 4, 5, 7), (1, 1, 1, 1, 1), (1, 5, 2, 1, 6), (3, 16, 7, 8, 8), (2, 3, 4, 9, 11), (1, 2, 3, 13, 5)]
+
+
+@pytest.mark.parametrize("shape", PHASE_SHAPES)
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_upsample_conv3x3_is_exact(shape, channels_last):
-    """Borders, odd sizes, 1x1 maps and single channels: float64 to rounding, both layouts."""
+    """Borders, odd sizes, 1x1 maps, single channels, both phase paths: float64 to rounding."""
     n, ci, co, h, w = shape
     x = input_like(n, ci, h, w, channels_last, torch.float64).requires_grad_()
     weight = torch.randn(co, ci, 3, 3, dtype=torch.float64, requires_grad=True)
@@ -116,7 +120,8 @@ def test_upsample_conv3x3_float32_and_noncontiguous():
 @pytest.mark.parametrize("kind", ["up", "block3x3"])
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("channels_last", [False, True])
-@pytest.mark.parametrize("shape", [(2, 3, 2, 5, 7), (1, 1, 1, 3, 2), (3, 7, 5, 4, 4), (2, 64, 32, 8, 8)])
+@pytest.mark.parametrize("shape", [(2, 3, 2, 5, 7), (1, 1, 1, 3, 2), (3, 7, 5, 4, 4), (2, 64, 32, 8, 8),
+                                   (2, 5, 3, 11, 7), (1, 4, 2, 9, 9)])
 def test_up_block_matches_module(kind, training, channels_last, shape):
     n, ci, co, h, w = shape
     m = build(kind, ci, co).train(training)
@@ -285,10 +290,10 @@ def _bn_double(c, running):
 
 
 @pytest.mark.parametrize("training", [True, False])
-@pytest.mark.parametrize("upsample", [True, False])
-def test_up_block_gradcheck(training, upsample):
+@pytest.mark.parametrize("upsample,size", [(True, (3, 2)), (True, (9, 8)), (False, (3, 2))])
+def test_up_block_gradcheck(training, upsample, size):
     (gamma, beta), (rm, rv) = _bn_double(4, not training)
-    x = torch.randn(2, 3, 3, 2, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(1 if size[0] > 3 else 2, 3, *size, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(4, 3, 3, 3, dtype=torch.float64, requires_grad=True)
     fn = lambda x, w, g, b: up_block(x, w, BatchNormArgs(g, b, rm, rv), training, upsample)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (x, weight, gamma, beta))
@@ -306,8 +311,9 @@ def test_res_block_gradcheck(training):
     assert torch.autograd.gradcheck(fn, (x, w1, g1, b1, w2, g2, b2))
 
 
-def test_upsample_conv3x3_gradcheck():
-    x = torch.randn(1, 2, 3, 2, dtype=torch.float64, requires_grad=True)
+@pytest.mark.parametrize("size", [(3, 2), (9, 8)])
+def test_upsample_conv3x3_gradcheck(size):
+    x = torch.randn(1, 2, *size, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(3, 2, 3, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(upsample_conv3x3, (x, weight))
 
@@ -315,8 +321,8 @@ def test_upsample_conv3x3_gradcheck():
 def _op_samples(device="cpu"):
     """(op, args) for every forward and backward op, NCHW and channels_last, train and eval."""
     samples = []
-    for channels_last in (False, True):
-        x = input_like(2, 3, 3, 4, channels_last, device=device).requires_grad_()
+    for channels_last, size in ((False, (3, 4)), (True, (3, 4)), (False, (9, 8))):
+        x = input_like(2, 3, *size, channels_last, device=device).requires_grad_()
         w = torch.randn(4, 3, 3, 3, device=device, requires_grad=True)
         g, b = torch.rand(4, device=device, requires_grad=True) + 0.5, torch.randn(4, device=device, requires_grad=True)
         rm, rv = torch.randn(4, device=device), torch.rand(4, device=device) + 0.5

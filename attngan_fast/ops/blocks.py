@@ -199,9 +199,11 @@ def _stat_dtype(x: Tensor) -> torch.dtype:
 
 
 def _conv_out_like(x: Tensor, channels: int, s: int) -> Tensor:
+    """The saved conv output (csrc/blocks.h PhaseGeom::conv_out_sizes): per-phase GEMMs on maps of
+    at most 64 pixels (4N, Co, H, W), else one conv (N, S*S*Co, H+S-1, W+S-1); channels_last."""
     n, _, h, w = x.shape
-    return torch.empty((n, s * s * channels, h + s - 1, w + s - 1), dtype=x.dtype, device=x.device,
-                       memory_format=torch.channels_last)
+    size = (4 * n, channels, h, w) if s == 2 and h * w <= 64 else (n, s * s * channels, h + s - 1, w + s - 1)
+    return torch.empty(size, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
 
 
 def _out_like(x: Tensor, channels: int, s: int) -> Tensor:
@@ -248,8 +250,11 @@ if has_extension():
         ctx.save_for_backward(x, weight, bn_weight, bn_bias, conv_out, mean, var)
         ctx.upsample, ctx.training, ctx.eps = upsample, training, eps
         ctx.mark_non_differentiable(conv_out, mean, var)
+        ctx.set_materialize_grads(False)  # no zero-filled grads for the saved-only outputs
 
     def _up_block_backward(ctx, grad_out, _grad_conv_out, _grad_mean, _grad_var):
+        if grad_out is None:
+            return (None,) * 9
         x, weight, bn_weight, bn_bias, conv_out, mean, var = ctx.saved_tensors
         grads = torch.ops.attngan_fast.up_block_backward(grad_out, x, weight, bn_weight, bn_bias, conv_out, mean, var,
                                                          ctx.upsample, ctx.training, ctx.eps)
@@ -282,8 +287,11 @@ if has_extension():
                               conv2_out, mean2, var2)
         ctx.training, ctx.eps1, ctx.eps2 = training, eps1, eps2
         ctx.mark_non_differentiable(*output[1:])
+        ctx.set_materialize_grads(False)
 
     def _res_block_backward(ctx, grad_out, *_grad_saved):
+        if grad_out is None:
+            return (None,) * 14
         gx, gw1, gg1, gb1, gw2, gg2, gb2 = torch.ops.attngan_fast.res_block_backward(
             grad_out, *ctx.saved_tensors, ctx.training, ctx.eps1, ctx.eps2)
         return gx, gw1, gg1, gb1, None, None, gw2, gg2, gb2, None, None, None, None, None

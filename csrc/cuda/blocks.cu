@@ -26,14 +26,15 @@ constexpr int kThreads = 256;
 
 // The geometry as plain values for the kernels.
 struct Geo {
-  int64_t N, H, W, S, Co, Hy, Wy, Cy, Ho, Wo;
+  int64_t N, H, W, Co, Hy, Wy, Ho, Wo;
+  PhaseLayout L;
   int64_t u_tiles;    // column tiles per output row
   int64_t num_tiles;  // N * Ho * u_tiles
 };
 
 Geo make_geo(const PhaseGeom& g) {
   const int64_t u_tiles = (g.Wout() + kTile - 1) / kTile;
-  return {g.N, g.H, g.W, g.S, g.Co, g.Hy(), g.Wy(), g.Cy(), g.Hout(), g.Wout(), u_tiles, g.N * g.Hout() * u_tiles};
+  return {g.N, g.H, g.W, g.Co, g.Hy(), g.Wy(), g.Hout(), g.Wout(), g.layout(), u_tiles, g.N * g.Hout() * u_tiles};
 }
 
 // Tile t -> (n, r, u0).
@@ -46,9 +47,7 @@ __device__ inline TilePos tile_pos(const Geo& g, int64_t t) {
   return {row / g.Ho, row % g.Ho, (t % g.u_tiles) * kTile};
 }
 
-__device__ inline int64_t y_off(const Geo& g, int64_t n, int64_t r, int64_t u) {
-  return phase_offset(g.Hy, g.Wy, g.Cy, g.Co, g.S, n, r, u);
-}
+__device__ inline int64_t y_off(const Geo& g, int64_t n, int64_t r, int64_t u) { return g.L.offset(n, r, u); }
 
 // Element (n, c, r, u) of a caller tensor with C channels, NHWC- or NCHW-dense.
 __device__ inline int64_t caller_off(const Geo& g, bool nhwc, int64_t C, int64_t n, int64_t c, int64_t r, int64_t u) {
@@ -99,8 +98,10 @@ __global__ void fold_kernel(const T* __restrict__ w, T* __restrict__ k, int64_t 
   }
 }
 
+// dk: (4 Co, Ci, 2, 2) with strides (so, sc, sr, ss).
 template <typename T>
-__global__ void unfold_kernel(const T* __restrict__ dk, T* __restrict__ dw, int64_t Co, int64_t Ci) {
+__global__ void unfold_kernel(const T* __restrict__ dk, int64_t so, int64_t sc, int64_t sr, int64_t ss,
+                              T* __restrict__ dw, int64_t Co, int64_t Ci) {
   using acc_t = at::opmath_type<T>;
   const int64_t total = 9 * Co * Ci;
   for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
@@ -110,13 +111,53 @@ __global__ void unfold_kernel(const T* __restrict__ dk, T* __restrict__ dw, int6
     acc_t sum = 0;
     for (int a = 0; a < 2; ++a)
       for (int b = 0; b < 2; ++b)
-        sum += static_cast<acc_t>(dk[((((a * 2 + b) * Co + o) * 2 + unfold_tap(a, i)) * 2 + unfold_tap(b, j)) * Ci + c]);
+        sum += static_cast<acc_t>(
+            dk[((a * 2 + b) * Co + o) * so + c * sc + unfold_tap(a, i) * sr + unfold_tap(b, j) * ss]);
     dw[e] = static_cast<T>(sum);
   }
 }
 
 int elementwise_blocks(int64_t total) {
   return static_cast<int>(std::min<int64_t>((total + kThreads - 1) / kThreads, 65535));
+}
+
+// ---- phase im2col (the GEMM path for small maps) --------------------------------------------
+
+// cols[phase][(n * H + p) * W + t][(r * 2 + s) * Ci + c] = x[n, c, p + a - 1 + r, t + b - 1 + s] (0 outside).
+template <typename T>
+__global__ void im2col_kernel(const T* __restrict__ x, T* __restrict__ cols, int64_t N, int64_t H, int64_t W,
+                              int64_t Ci) {
+  const int64_t M = N * H * W, total = 16 * M * Ci;
+  for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
+       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t c = e % Ci, rs = (e / Ci) % 4, pm = e / (4 * Ci);
+    const int64_t phase = pm / M, m = pm % M;
+    const int64_t n = m / (H * W), p = (m / W) % H, t = m % W;
+    const int64_t q = p + phase / 2 - 1 + rs / 2, v = t + phase % 2 - 1 + rs % 2;
+    cols[e] = (q < 0 || q >= H || v < 0 || v >= W) ? T(0) : x[((n * H + q) * W + v) * Ci + c];
+  }
+}
+
+// The adjoint: grad_x[n, c, q, v] = sum over (phase, r, s) with q = p + a - 1 + r, v = t + b - 1 + s.
+template <typename T>
+__global__ void col2im_kernel(const T* __restrict__ cols, T* __restrict__ gx, int64_t N, int64_t H, int64_t W,
+                              int64_t Ci) {
+  using acc_t = at::opmath_type<T>;
+  const int64_t M = N * H * W, total = M * Ci;
+  for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
+       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t c = e % Ci, m = e / Ci;
+    const int64_t n = m / (H * W), q = (m / W) % H, v = m % W;
+    acc_t sum = 0;
+    for (int phase = 0; phase < 4; ++phase) {
+      for (int rs = 0; rs < 4; ++rs) {
+        const int64_t p = q - (phase / 2 - 1 + rs / 2), t = v - (phase % 2 - 1 + rs % 2);
+        if (p < 0 || p >= H || t < 0 || t >= W) continue;
+        sum += static_cast<acc_t>(cols[((phase * M + (n * H + p) * W + t) * 4 + rs) * Ci + c]);
+      }
+    }
+    gx[e] = static_cast<T>(sum);
+  }
 }
 
 // ---- batch statistics ------------------------------------------------------------------------
@@ -310,7 +351,7 @@ __global__ void apply_kernel(const T* __restrict__ grad, bool grad_nhwc, const T
 // never reads row H, a = 1 never row 0; phase column b = 0 never reads column W, b = 1 never 0.
 template <typename T>
 __global__ void zero_border_kernel(T* __restrict__ gy, Geo g) {
-  const int64_t Cy = g.Cy, row_total = g.N * g.Wy * Cy, total = row_total + g.N * g.Hy * Cy;
+  const int64_t Cy = 4 * g.Co, row_total = g.N * g.Wy * Cy, total = row_total + g.N * g.Hy * Cy;
   for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
        e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t k = e % Cy, phase = k / g.Co;
@@ -372,10 +413,39 @@ struct CudaBlockKernels {
     auto stream = c10::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dk.scalar_type(), "unfold_phase_grad_cuda", [&] {
       unfold_kernel<scalar_t><<<elementwise_blocks(dw.numel()), kThreads, 0, stream>>>(
-          dk.const_data_ptr<scalar_t>(), dw.mutable_data_ptr<scalar_t>(), dw.size(0), dw.size(1));
+          dk.const_data_ptr<scalar_t>(), dk.stride(0), dk.stride(1), dk.stride(2), dk.stride(3),
+          dw.mutable_data_ptr<scalar_t>(), dw.size(0), dw.size(1));
     });
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return dw;
+  }
+
+  static at::Tensor im2col_phases(const at::Tensor& x_cl, const PhaseGeom& g) {
+    const c10::cuda::CUDAGuard guard(x_cl.device());
+    const int64_t ci = x_cl.size(1);
+    at::Tensor cols = at::empty({4, g.N * g.H * g.W, 4 * ci}, x_cl.options().memory_format(at::MemoryFormat::Contiguous));
+    if (cols.numel() == 0) return cols;
+    auto stream = c10::cuda::getCurrentCUDAStream();
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x_cl.scalar_type(), "im2col_phases_cuda", [&] {
+      im2col_kernel<scalar_t><<<elementwise_blocks(cols.numel()), kThreads, 0, stream>>>(
+          x_cl.const_data_ptr<scalar_t>(), cols.mutable_data_ptr<scalar_t>(), g.N, g.H, g.W, ci);
+    });
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    return cols;
+  }
+
+  static at::Tensor col2im_phases(const at::Tensor& cols_in, const PhaseGeom& g, int64_t ci) {
+    const c10::cuda::CUDAGuard guard(cols_in.device());
+    const at::Tensor cols = cols_in.contiguous();
+    at::Tensor gx = at::empty({g.N, ci, g.H, g.W}, cols.options().memory_format(at::MemoryFormat::ChannelsLast));
+    if (gx.numel() == 0) return gx;
+    auto stream = c10::cuda::getCurrentCUDAStream();
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, cols.scalar_type(), "col2im_phases_cuda", [&] {
+      col2im_kernel<scalar_t><<<elementwise_blocks(gx.numel()), kThreads, 0, stream>>>(
+          cols.const_data_ptr<scalar_t>(), gx.mutable_data_ptr<scalar_t>(), g.N, g.H, g.W, ci);
+    });
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    return gx;
   }
 
   static void channel_stats(const at::Tensor& y, const PhaseGeom& pg, const at::Tensor& mean, const at::Tensor& var) {
@@ -473,8 +543,8 @@ struct CudaBlockKernels {
                            ptr<acc_t>(b), ptr<acc_t>(d), cg, grad_y.mutable_data_ptr<scalar_t>())
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       }
-      if (g.S == 2 && grad_y.numel() > 0) {
-        const int64_t border = g.N * (g.Wy + g.Hy) * g.Cy;
+      if (g.L.pad && grad_y.numel() > 0) {
+        const int64_t border = g.N * (g.Wy + g.Hy) * 4 * g.Co;
         zero_border_kernel<scalar_t><<<elementwise_blocks(border), kThreads, 0, stream>>>(
             grad_y.mutable_data_ptr<scalar_t>(), g);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
