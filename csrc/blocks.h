@@ -16,17 +16,19 @@
 //    channel (2a + b) * Co + o). Its output has (H+1) x (W+1) positions; phase (a, b) is the window
 //    [a : a+H, b : b+W] (x (H+1)(W+1)/HW work for the unused border row and column).
 //  - "gemm" (H*W <= 64, where oneDNN's 2x2 convolutions are slow): per phase, an im2col matrix
-//    (N*H*W, 4*Ci) times K_ab^T, as one batched GEMM; exactly 16 multiply-adds.
+//    (N*H*W, 4*Ci) times K_ab^T; exactly 16 multiply-adds. One phase at a time, so that the
+//    im2col buffer (4x the input) is reused.
 //
 // Every conv output ("y") is channels_last. The epilogues (device kernels) walk the output positions
 // (n, r, u) of the S*H x S*W map (S = 2 upsampled, 1 plain 3x3 conv) and find the Co channels of
 // each, contiguous, at PhaseLayout::offset(n, r, u).
 //
 // The device files provide a `Kernels` struct (see CpuBlockKernels in cpu/blocks.cpp):
-//   fold_phase_weight(w)   W (Co, Ci, 3, 3) -> K (4 Co, Ci, 2, 2) channels_last, phase-major
+//   fold_phase_weight(w)   W (Co, Ci, 3, 3) -> K (4 Co, Ci, 2, 2) contiguous, phase-major
 //   unfold_phase_grad(dk)  dK (4 Co, Ci, 2, 2), any strides -> dW (Co, Ci, 3, 3)
-//   im2col_phases(x, g)    x (N, Ci, H, W) channels_last -> (4, N*H*W, 4*Ci), columns (r, s, c)
-//   col2im_phases(cols, g, Ci)  the adjoint: (4, N*H*W, 4*Ci) -> (N, Ci, H, W) channels_last
+//   im2col_phase(x, g, phase, cols)      x (N, Ci, H, W) channels_last -> cols (N*H*W, 4*Ci),
+//                                        columns (c, r, s): x[n, c, p + a - 1 + r, t + b - 1 + s]
+//   col2im_phase_add(cols, g, phase, gx) gx (N, Ci, H, W) channels_last += the adjoint of that
 //   channel_stats(y, g, mean, var)                             batch mean and biased variance
 //   forward_epilogue(mode, y, g, scale, shift, residual, out)  out = epilogue(y * scale + shift)
 //   backward_reduce(mode, grad_out, y, g, scale, shift, center, r1, r2)
@@ -158,11 +160,8 @@ inline std::tuple<at::Tensor, at::Tensor> run_conv_backward(const at::Tensor& gr
   return {std::get<0>(grads), std::get<1>(grads)};
 }
 
-// The phase kernels K (4 Co, Ci, 2, 2) channels_last as four (Co, 4 Ci) matrices, columns (r, s, c).
-inline at::Tensor phase_matrices(const at::Tensor& k) {
-  const int64_t co = k.size(0) / 4, ci = k.size(1);
-  return k.as_strided({4, co, 4 * ci}, {co * 4 * ci, 4 * ci, 1});
-}
+// The phase kernels K (4 Co, Ci, 2, 2) as four (Co, 4 Ci) matrices, columns (c, r, s).
+inline at::Tensor phase_matrices(const at::Tensor& k) { return k.view({4, k.size(0) / 4, 4 * k.size(1)}); }
 
 // y: the (phase) convolution of x_cl (channels_last) with W (Co, Ci, 3, 3), laid out as g says.
 template <class K>
@@ -170,7 +169,15 @@ at::Tensor conv_forward(const at::Tensor& x_cl, const at::Tensor& weight, const 
   if (g.S == 1) return run_conv(x_cl, weight);
   const at::Tensor k = K::fold_phase_weight(weight.contiguous());
   if (!g.gemm) return run_conv(x_cl, k);
-  const at::Tensor y = at::bmm(K::im2col_phases(x_cl, g), phase_matrices(k).transpose(1, 2));  // (4, NHW, Co)
+  const at::Tensor kmat = phase_matrices(k);
+  const int64_t m = g.N * g.H * g.W;
+  at::Tensor y = at::empty({4, m, g.Co}, x_cl.options().memory_format(at::MemoryFormat::Contiguous));
+  at::Tensor cols = at::empty({m, 4 * x_cl.size(1)}, y.options());
+  for (int phase = 0; phase < 4; ++phase) {
+    K::im2col_phase(x_cl, g, phase, cols);
+    at::Tensor y_phase = y[phase];
+    at::mm_out(y_phase, cols, kmat[phase].t());
+  }
   return y.view({4 * g.N, g.H, g.W, g.Co}).permute({0, 3, 1, 2});
 }
 
@@ -187,11 +194,20 @@ std::tuple<at::Tensor, at::Tensor> conv_backward(const at::Tensor& grad_y, const
     auto [grad_x, grad_k] = run_conv_backward(grad_y, x_cl, k);
     return {grad_x, K::unfold_phase_grad(grad_k)};
   }
-  const int64_t ci = x_cl.size(1);
-  const at::Tensor gy = grad_y.permute({0, 2, 3, 1}).reshape({4, g.N * g.H * g.W, g.Co});
-  const at::Tensor grad_k = at::bmm(gy.transpose(1, 2), K::im2col_phases(x_cl, g));  // (4, Co, 4 Ci)
-  const at::Tensor grad_x = K::col2im_phases(at::bmm(gy, phase_matrices(k)), g, ci);
-  return {grad_x, K::unfold_phase_grad(grad_k.as_strided({4 * g.Co, ci, 2, 2}, {4 * ci, 1, 2 * ci, ci}))};
+  const int64_t ci = x_cl.size(1), m = g.N * g.H * g.W;
+  const at::Tensor gy = grad_y.permute({0, 2, 3, 1}).reshape({4, m, g.Co});
+  const at::Tensor kmat = phase_matrices(k);
+  at::Tensor grad_k = at::empty({4, g.Co, 4 * ci}, gy.options().memory_format(at::MemoryFormat::Contiguous));
+  at::Tensor grad_x = at::empty({g.N, ci, g.H, g.W}, gy.options().memory_format(at::MemoryFormat::ChannelsLast)).zero_();
+  at::Tensor cols = at::empty({m, 4 * ci}, grad_k.options()), grad_cols = at::empty_like(cols);
+  for (int phase = 0; phase < 4; ++phase) {
+    K::im2col_phase(x_cl, g, phase, cols);
+    at::Tensor grad_k_phase = grad_k[phase];
+    at::mm_out(grad_k_phase, gy[phase].t(), cols);
+    at::mm_out(grad_cols, gy[phase], kmat[phase]);
+    K::col2im_phase_add(grad_cols, g, phase, grad_x);
+  }
+  return {grad_x, K::unfold_phase_grad(grad_k.view({4 * g.Co, ci, 2, 2}))};
 }
 
 inline at::Tensor empty_output(const PhaseGeom& g, int64_t channels, const at::Tensor& like, at::MemoryFormat fmt) {

@@ -9,10 +9,15 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 namespace attngan_fast {
@@ -50,9 +55,48 @@ inline float sigmoid<float>(float x) {
   return 1.0f / (1.0f + exp_simd(-x));
 }
 
+// dst[j * dst_ld + i] = src[i * src_ld + j] for i < rows, j < cols; float by 8x8 AVX2 blocks.
+template <typename T>
+void transpose_2d(const T* __restrict__ src, int64_t rows, int64_t cols, int64_t src_ld, T* __restrict__ dst,
+                  int64_t dst_ld) {
+  int64_t i0 = 0;
+#if defined(__AVX2__)
+  if constexpr (std::is_same_v<T, float>) {
+    for (; i0 + 8 <= rows; i0 += 8) {
+      int64_t j0 = 0;
+      for (; j0 + 8 <= cols; j0 += 8) {
+        const float* s = src + i0 * src_ld + j0;
+        __m256 r[8], t[8];
+        for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(s + k * src_ld);
+        for (int k = 0; k < 4; ++k) {
+          t[2 * k] = _mm256_unpacklo_ps(r[2 * k], r[2 * k + 1]);
+          t[2 * k + 1] = _mm256_unpackhi_ps(r[2 * k], r[2 * k + 1]);
+        }
+        r[0] = _mm256_shuffle_ps(t[0], t[2], _MM_SHUFFLE(1, 0, 1, 0));
+        r[1] = _mm256_shuffle_ps(t[0], t[2], _MM_SHUFFLE(3, 2, 3, 2));
+        r[2] = _mm256_shuffle_ps(t[1], t[3], _MM_SHUFFLE(1, 0, 1, 0));
+        r[3] = _mm256_shuffle_ps(t[1], t[3], _MM_SHUFFLE(3, 2, 3, 2));
+        r[4] = _mm256_shuffle_ps(t[4], t[6], _MM_SHUFFLE(1, 0, 1, 0));
+        r[5] = _mm256_shuffle_ps(t[4], t[6], _MM_SHUFFLE(3, 2, 3, 2));
+        r[6] = _mm256_shuffle_ps(t[5], t[7], _MM_SHUFFLE(1, 0, 1, 0));
+        r[7] = _mm256_shuffle_ps(t[5], t[7], _MM_SHUFFLE(3, 2, 3, 2));
+        float* d = dst + j0 * dst_ld + i0;
+        for (int k = 0; k < 4; ++k) {
+          _mm256_storeu_ps(d + k * dst_ld, _mm256_permute2f128_ps(r[k], r[k + 4], 0x20));
+          _mm256_storeu_ps(d + (k + 4) * dst_ld, _mm256_permute2f128_ps(r[k], r[k + 4], 0x31));
+        }
+      }
+      for (int64_t i = i0; i < i0 + 8; ++i)
+        for (int64_t j = j0; j < cols; ++j) dst[j * dst_ld + i] = src[i * src_ld + j];
+    }
+  }
+#endif
+  for (int64_t j = 0; j < cols; ++j)
+    for (int64_t i = i0; i < rows; ++i) dst[j * dst_ld + i] = src[i * src_ld + j];
+}
+
 // A caller tensor (N, C, Ho, Wo), NCHW- or NHWC-dense, seen one output row at a time as a
-// (Wo x C) channels-fastest block: in place for NHWC, through a buffer for NCHW (transposed one
-// channel at a time: contiguous on the NCHW side, strided in the L1-resident buffer).
+// (Wo x C) channels-fastest block: in place for NHWC, through a transposed buffer for NCHW.
 template <typename T>
 struct CallerRows {
   T* data;
@@ -71,23 +115,16 @@ struct CallerRows {
 
   size_t buffer_size() const { return nhwc || data == nullptr ? 0 : static_cast<size_t>(Wo * C); }
 
-  const T* read(int64_t n, int64_t r, T* __restrict__ buf) const {
+  const T* read(int64_t n, int64_t r, T* buf) const {
     if (nhwc) return data + (n * Ho + r) * Wo * C;
-    const int64_t plane = Ho * Wo, channels = C, width = Wo;
-    const T* __restrict__ base = data + n * C * plane + r * Wo;
-    for (int64_t c = 0; c < channels; ++c)
-      for (int64_t u = 0; u < width; ++u) buf[u * channels + c] = base[c * plane + u];
+    transpose_2d(data + n * C * Ho * Wo + r * Wo, C, Wo, Ho * Wo, buf, C);
     return buf;
   }
 
   T* row(int64_t n, int64_t r, T* buf) const { return nhwc ? data + (n * Ho + r) * Wo * C : buf; }
 
-  void flush(int64_t n, int64_t r, const T* __restrict__ buf) const {
-    if (nhwc) return;
-    const int64_t plane = Ho * Wo, channels = C, width = Wo;
-    T* __restrict__ base = data + n * C * plane + r * Wo;
-    for (int64_t c = 0; c < channels; ++c)
-      for (int64_t u = 0; u < width; ++u) base[c * plane + u] = buf[u * channels + c];
+  void flush(int64_t n, int64_t r, const T* buf) const {
+    if (!nhwc) transpose_2d(buf, Wo, C, C, data + n * C * Ho * Wo + r * Wo, Ho * Wo);
   }
 };
 
@@ -215,30 +252,50 @@ inline void apply_pixel(const T* __restrict__ y, const T* __restrict__ g, T* __r
 
 // ---- phase weights ---------------------------------------------------------------------------
 
+// The 16 phase taps of one output channel o, straight-line so that the loop over c vectorizes:
+// k_phase[c * 4 + r * 2 + s] for phase = 2a + b (contiguous (4 Co, Ci, 2, 2)); fold_first/last
+// spelled out: rows a=0 -> {w0, w1 + w2}, a=1 -> {w0 + w1, w2}, likewise columns.
+template <typename T>
+void fold_channel(const T* __restrict__ w, T* __restrict__ k0, T* __restrict__ k1, T* __restrict__ k2,
+                  T* __restrict__ k3, int64_t Ci) {
+  using acc_t = at::opmath_type<T>;
+#pragma omp simd
+  for (int64_t c = 0; c < Ci; ++c) {
+    acc_t v[9];
+    for (int t = 0; t < 9; ++t) v[t] = static_cast<acc_t>(w[c * 9 + t]);
+    acc_t rows[2][2][3];  // rows[a][r][j]
+    for (int j = 0; j < 3; ++j) {
+      rows[0][0][j] = v[j];
+      rows[0][1][j] = v[3 + j] + v[6 + j];
+      rows[1][0][j] = v[j] + v[3 + j];
+      rows[1][1][j] = v[6 + j];
+    }
+    T* const out[4] = {k0, k1, k2, k3};
+    for (int a = 0; a < 2; ++a) {
+      for (int r = 0; r < 2; ++r) {
+        const acc_t* q = rows[a][r];
+        out[a * 2][c * 4 + r * 2] = static_cast<T>(q[0]);
+        out[a * 2][c * 4 + r * 2 + 1] = static_cast<T>(q[1] + q[2]);
+        out[a * 2 + 1][c * 4 + r * 2] = static_cast<T>(q[0] + q[1]);
+        out[a * 2 + 1][c * 4 + r * 2 + 1] = static_cast<T>(q[2]);
+      }
+    }
+  }
+}
+
 template <typename T>
 void fold_kernel(const T* w, T* k, int64_t Co, int64_t Ci) {
-  using acc_t = at::opmath_type<T>;
-  // k[((phase * Co + o) * 2 + r) * 2 + s][c]  (channels_last (4 Co, Ci, 2, 2))
-  at::parallel_for(0, 4 * Co, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t po = begin; po < end; ++po) {
-      const int a = static_cast<int>(po / Co) / 2, b = static_cast<int>(po / Co) % 2;
-      const T* wo = w + (po % Co) * Ci * 9;
-      for (int r = 0; r < 2; ++r) {
-        for (int s = 0; s < 2; ++s) {
-          T* kp = k + (po * 4 + r * 2 + s) * Ci;
-          for (int64_t c = 0; c < Ci; ++c) {
-            acc_t sum = 0;
-            for (int i = fold_first(a, r); i <= fold_last(a, r); ++i)
-              for (int j = fold_first(b, s); j <= fold_last(b, s); ++j) sum += static_cast<acc_t>(wo[c * 9 + i * 3 + j]);
-            kp[c] = static_cast<T>(sum);
-          }
-        }
-      }
+  at::parallel_for(0, Co, 4, [&](int64_t begin, int64_t end) {
+    for (int64_t o = begin; o < end; ++o) {
+      const int64_t stride = Co * Ci * 4;  // one phase block
+      T* ko = k + o * Ci * 4;
+      fold_channel(w + o * Ci * 9, ko, ko + stride, ko + 2 * stride, ko + 3 * stride, Ci);
     }
   });
 }
 
-// dk: (4 Co, Ci, 2, 2) with any strides.
+// dk: (4 Co, Ci, 2, 2) with any strides. dW[o, c, i, j] = sum over the phases (a, b) of the tap
+// (unfold_tap(a, i), unfold_tap(b, j)).
 template <typename T>
 void unfold_kernel(const T* dk, at::IntArrayRef dk_strides, T* dw, int64_t Co, int64_t Ci) {
   using acc_t = at::opmath_type<T>;
@@ -246,16 +303,20 @@ void unfold_kernel(const T* dk, at::IntArrayRef dk_strides, T* dw, int64_t Co, i
   at::parallel_for(0, Co, 4, [&](int64_t begin, int64_t end) {
     for (int64_t o = begin; o < end; ++o) {
       for (int64_t c = 0; c < Ci; ++c) {
-        for (int i = 0; i < 3; ++i) {
+        acc_t taps[2][2][2][2];  // taps[a][b][r][s]
+        for (int a = 0; a < 2; ++a)
+          for (int b = 0; b < 2; ++b)
+            for (int r = 0; r < 2; ++r)
+              for (int s = 0; s < 2; ++s)
+                taps[a][b][r][s] = static_cast<acc_t>(dk[((a * 2 + b) * Co + o) * so + c * sc + r * sr + s * ss]);
+        T* w9 = dw + (o * Ci + c) * 9;
+        for (int i = 0; i < 3; ++i)
           for (int j = 0; j < 3; ++j) {
             acc_t sum = 0;
             for (int a = 0; a < 2; ++a)
-              for (int b = 0; b < 2; ++b)
-                sum += static_cast<acc_t>(
-                    dk[((a * 2 + b) * Co + o) * so + c * sc + unfold_tap(a, i) * sr + unfold_tap(b, j) * ss]);
-            dw[((o * Ci + c) * 3 + i) * 3 + j] = static_cast<T>(sum);
+              for (int b = 0; b < 2; ++b) sum += taps[a][b][unfold_tap(a, i)][unfold_tap(b, j)];
+            w9[i * 3 + j] = static_cast<T>(sum);
           }
-        }
       }
     }
   });
@@ -263,54 +324,46 @@ void unfold_kernel(const T* dk, at::IntArrayRef dk_strides, T* dw, int64_t Co, i
 
 // ---- phase im2col (the GEMM path for small maps) --------------------------------------------
 
-// cols[phase][(n * H + p) * W + t][(r * 2 + s) * Ci + c] = x[n, c, p + a - 1 + r, t + b - 1 + s] (0 outside).
+// cols[(n * H + p) * W + t][c * 4 + r * 2 + s] = x[n, c, p + a - 1 + r, t + b - 1 + s] (0 outside).
 template <typename T>
-void im2col_kernel(const T* x, T* cols, const PhaseGeom& g, int64_t Ci) {
-  const int64_t H = g.H, W = g.W, M = g.N * H * W;
-  at::parallel_for(0, 4 * M, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t pm = begin; pm < end; ++pm) {
-      const int64_t phase = pm / M, m = pm % M, a = phase / 2, b = phase % 2;
+void im2col_kernel(const T* x, T* cols, const PhaseGeom& g, int phase, int64_t Ci) {
+  const int64_t H = g.H, W = g.W, a = phase / 2, b = phase % 2;
+  at::parallel_for(0, g.N * H * W, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t m = begin; m < end; ++m) {
       const int64_t n = m / (H * W), p = (m / W) % H, t = m % W;
-      T* row = cols + pm * 4 * Ci;
-      for (int64_t r = 0; r < 2; ++r) {
-        for (int64_t s = 0; s < 2; ++s) {
-          const int64_t q = p + a - 1 + r, v = t + b - 1 + s;
-          T* dst = row + (r * 2 + s) * Ci;
-          if (q < 0 || q >= H || v < 0 || v >= W) {
-            std::fill_n(dst, Ci, T(0));
-          } else {
-            std::copy_n(x + ((n * H + q) * W + v) * Ci, Ci, dst);
-          }
+      for (int64_t rs = 0; rs < 4; ++rs) {
+        const int64_t q = p + a - 1 + rs / 2, v = t + b - 1 + rs % 2;
+        T* __restrict__ dst = cols + m * 4 * Ci + rs;
+        if (q < 0 || q >= H || v < 0 || v >= W) {
+          for (int64_t c = 0; c < Ci; ++c) dst[c * 4] = T(0);
+        } else {
+          const T* __restrict__ src = x + ((n * H + q) * W + v) * Ci;
+          for (int64_t c = 0; c < Ci; ++c) dst[c * 4] = src[c];
         }
       }
     }
   });
 }
 
-// The adjoint: grad_x[n, c, q, v] = sum over (phase, r, s) with q = p + a - 1 + r, v = t + b - 1 + s.
+// The adjoint, accumulated: gx[n, c, q, v] += cols[(n, q - (a - 1 + r), v - (b - 1 + s))][(c, r, s)].
 template <typename T>
-void col2im_kernel(const T* cols, T* gx, const PhaseGeom& g, int64_t Ci) {
+void col2im_add_kernel(const T* cols, T* gx, const PhaseGeom& g, int phase, int64_t Ci) {
   using acc_t = at::opmath_type<T>;
-  const int64_t H = g.H, W = g.W, M = g.N * H * W;
-  at::parallel_for(0, M, 16, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(Ci);
+  const int64_t H = g.H, W = g.W, a = phase / 2, b = phase % 2;
+  at::parallel_for(0, g.N * H * W, 16, [&](int64_t begin, int64_t end) {
     for (int64_t m = begin; m < end; ++m) {
       const int64_t n = m / (H * W), q = (m / W) % H, v = m % W;
-      std::fill(acc.begin(), acc.end(), acc_t(0));
-      for (int64_t phase = 0; phase < 4; ++phase) {
-        const int64_t a = phase / 2, b = phase % 2;
-        for (int64_t r = 0; r < 2; ++r) {
-          for (int64_t s = 0; s < 2; ++s) {
-            const int64_t p = q - (a - 1 + r), t = v - (b - 1 + s);
-            if (p < 0 || p >= H || t < 0 || t >= W) continue;
-            const T* __restrict__ src = cols + ((phase * M + (n * H + p) * W + t) * 4 + r * 2 + s) * Ci;
-            acc_t* __restrict__ dst = acc.data();
+      T* __restrict__ dst = gx + m * Ci;
+      for (int64_t r = 0; r < 2; ++r) {
+        for (int64_t s = 0; s < 2; ++s) {
+          const int64_t p = q - (a - 1 + r), t = v - (b - 1 + s);
+          if (p < 0 || p >= H || t < 0 || t >= W) continue;
+          const T* __restrict__ src = cols + ((n * H + p) * W + t) * 4 * Ci + r * 2 + s;
 #pragma omp simd
-            for (int64_t c = 0; c < Ci; ++c) dst[c] += static_cast<acc_t>(src[c]);
-          }
+          for (int64_t c = 0; c < Ci; ++c)
+            dst[c] = static_cast<T>(static_cast<acc_t>(dst[c]) + static_cast<acc_t>(src[c * 4]));
         }
       }
-      for (int64_t c = 0; c < Ci; ++c) gx[m * Ci + c] = static_cast<T>(acc[c]);
     }
   });
 }
@@ -472,7 +525,7 @@ at::Tensor dense_vec(const at::Tensor& t) { return t.defined() ? t.contiguous() 
 
 struct CpuBlockKernels {
   static at::Tensor fold_phase_weight(const at::Tensor& w) {
-    at::Tensor k = at::empty({4 * w.size(0), w.size(1), 2, 2}, w.options().memory_format(at::MemoryFormat::ChannelsLast));
+    at::Tensor k = at::empty({4 * w.size(0), w.size(1), 2, 2}, w.options());
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "fold_phase_weight_cpu", [&] {
       fold_kernel<scalar_t>(w.const_data_ptr<scalar_t>(), k.mutable_data_ptr<scalar_t>(), w.size(0), w.size(1));
     });
@@ -488,22 +541,16 @@ struct CpuBlockKernels {
     return dw;
   }
 
-  static at::Tensor im2col_phases(const at::Tensor& x_cl, const PhaseGeom& g) {
-    const int64_t ci = x_cl.size(1);
-    at::Tensor cols = at::empty({4, g.N * g.H * g.W, 4 * ci}, x_cl.options().memory_format(at::MemoryFormat::Contiguous));
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x_cl.scalar_type(), "im2col_phases_cpu", [&] {
-      im2col_kernel<scalar_t>(x_cl.const_data_ptr<scalar_t>(), cols.mutable_data_ptr<scalar_t>(), g, ci);
+  static void im2col_phase(const at::Tensor& x_cl, const PhaseGeom& g, int phase, const at::Tensor& cols) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x_cl.scalar_type(), "im2col_phase_cpu", [&] {
+      im2col_kernel<scalar_t>(x_cl.const_data_ptr<scalar_t>(), cols.mutable_data_ptr<scalar_t>(), g, phase, x_cl.size(1));
     });
-    return cols;
   }
 
-  static at::Tensor col2im_phases(const at::Tensor& cols_in, const PhaseGeom& g, int64_t ci) {
-    const at::Tensor cols = cols_in.contiguous();
-    at::Tensor gx = at::empty({g.N, ci, g.H, g.W}, cols.options().memory_format(at::MemoryFormat::ChannelsLast));
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, cols.scalar_type(), "col2im_phases_cpu", [&] {
-      col2im_kernel<scalar_t>(cols.const_data_ptr<scalar_t>(), gx.mutable_data_ptr<scalar_t>(), g, ci);
+  static void col2im_phase_add(const at::Tensor& cols, const PhaseGeom& g, int phase, const at::Tensor& gx) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, cols.scalar_type(), "col2im_phase_add_cpu", [&] {
+      col2im_add_kernel<scalar_t>(cols.const_data_ptr<scalar_t>(), gx.mutable_data_ptr<scalar_t>(), g, phase, gx.size(1));
     });
-    return gx;
   }
 
   static void channel_stats(const at::Tensor& y, const PhaseGeom& g, const at::Tensor& mean, const at::Tensor& var) {

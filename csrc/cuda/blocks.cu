@@ -86,8 +86,8 @@ __global__ void fold_kernel(const T* __restrict__ w, T* __restrict__ k, int64_t 
   const int64_t total = 16 * Co * Ci;
   for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
        e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    // e = ((po * 2 + r) * 2 + s) * Ci + c   (channels_last (4 Co, Ci, 2, 2))
-    const int64_t c = e % Ci, rs = (e / Ci) % 4, po = e / (4 * Ci);
+    // e = (po * Ci + c) * 4 + r * 2 + s   (contiguous (4 Co, Ci, 2, 2))
+    const int64_t rs = e % 4, c = (e / 4) % Ci, po = e / (4 * Ci);
     const int r = static_cast<int>(rs / 2), s = static_cast<int>(rs % 2);
     const int a = static_cast<int>(po / Co) / 2, b = static_cast<int>(po / Co) % 2;
     const T* wc = w + ((po % Co) * Ci + c) * 9;
@@ -123,38 +123,35 @@ int elementwise_blocks(int64_t total) {
 
 // ---- phase im2col (the GEMM path for small maps) --------------------------------------------
 
-// cols[phase][(n * H + p) * W + t][(r * 2 + s) * Ci + c] = x[n, c, p + a - 1 + r, t + b - 1 + s] (0 outside).
+// cols[(n * H + p) * W + t][c * 4 + r * 2 + s] = x[n, c, p + a - 1 + r, t + b - 1 + s] (0 outside).
 template <typename T>
 __global__ void im2col_kernel(const T* __restrict__ x, T* __restrict__ cols, int64_t N, int64_t H, int64_t W,
-                              int64_t Ci) {
-  const int64_t M = N * H * W, total = 16 * M * Ci;
+                              int64_t Ci, int phase) {
+  const int64_t total = N * H * W * 4 * Ci, a = phase / 2, b = phase % 2;
   for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
        e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t c = e % Ci, rs = (e / Ci) % 4, pm = e / (4 * Ci);
-    const int64_t phase = pm / M, m = pm % M;
+    const int64_t rs = e % 4, c = (e / 4) % Ci, m = e / (4 * Ci);
     const int64_t n = m / (H * W), p = (m / W) % H, t = m % W;
-    const int64_t q = p + phase / 2 - 1 + rs / 2, v = t + phase % 2 - 1 + rs % 2;
+    const int64_t q = p + a - 1 + rs / 2, v = t + b - 1 + rs % 2;
     cols[e] = (q < 0 || q >= H || v < 0 || v >= W) ? T(0) : x[((n * H + q) * W + v) * Ci + c];
   }
 }
 
-// The adjoint: grad_x[n, c, q, v] = sum over (phase, r, s) with q = p + a - 1 + r, v = t + b - 1 + s.
+// The adjoint, accumulated: gx[n, c, q, v] += cols[(n, q - (a - 1 + r), v - (b - 1 + s))][(c, r, s)].
 template <typename T>
-__global__ void col2im_kernel(const T* __restrict__ cols, T* __restrict__ gx, int64_t N, int64_t H, int64_t W,
-                              int64_t Ci) {
+__global__ void col2im_add_kernel(const T* __restrict__ cols, T* __restrict__ gx, int64_t N, int64_t H, int64_t W,
+                                  int64_t Ci, int phase) {
   using acc_t = at::opmath_type<T>;
-  const int64_t M = N * H * W, total = M * Ci;
+  const int64_t total = N * H * W * Ci, a = phase / 2, b = phase % 2;
   for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
        e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t c = e % Ci, m = e / Ci;
     const int64_t n = m / (H * W), q = (m / W) % H, v = m % W;
-    acc_t sum = 0;
-    for (int phase = 0; phase < 4; ++phase) {
-      for (int rs = 0; rs < 4; ++rs) {
-        const int64_t p = q - (phase / 2 - 1 + rs / 2), t = v - (phase % 2 - 1 + rs % 2);
-        if (p < 0 || p >= H || t < 0 || t >= W) continue;
-        sum += static_cast<acc_t>(cols[((phase * M + (n * H + p) * W + t) * 4 + rs) * Ci + c]);
-      }
+    acc_t sum = static_cast<acc_t>(gx[e]);
+    for (int rs = 0; rs < 4; ++rs) {
+      const int64_t p = q - (a - 1 + rs / 2), t = v - (b - 1 + rs % 2);
+      if (p < 0 || p >= H || t < 0 || t >= W) continue;
+      sum += static_cast<acc_t>(cols[(((n * H + p) * W + t) * Ci + c) * 4 + rs]);
     }
     gx[e] = static_cast<T>(sum);
   }
@@ -395,7 +392,7 @@ bool nhwc_layout(const at::Tensor& t) { return t.defined() && !t.is_contiguous()
 struct CudaBlockKernels {
   static at::Tensor fold_phase_weight(const at::Tensor& w) {
     const c10::cuda::CUDAGuard guard(w.device());
-    at::Tensor k = at::empty({4 * w.size(0), w.size(1), 2, 2}, w.options().memory_format(at::MemoryFormat::ChannelsLast));
+    at::Tensor k = at::empty({4 * w.size(0), w.size(1), 2, 2}, w.options());
     if (k.numel() == 0) return k;
     auto stream = c10::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "fold_phase_weight_cuda", [&] {
@@ -420,32 +417,26 @@ struct CudaBlockKernels {
     return dw;
   }
 
-  static at::Tensor im2col_phases(const at::Tensor& x_cl, const PhaseGeom& g) {
+  static void im2col_phase(const at::Tensor& x_cl, const PhaseGeom& g, int phase, const at::Tensor& cols) {
+    if (cols.numel() == 0) return;
     const c10::cuda::CUDAGuard guard(x_cl.device());
-    const int64_t ci = x_cl.size(1);
-    at::Tensor cols = at::empty({4, g.N * g.H * g.W, 4 * ci}, x_cl.options().memory_format(at::MemoryFormat::Contiguous));
-    if (cols.numel() == 0) return cols;
     auto stream = c10::cuda::getCurrentCUDAStream();
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x_cl.scalar_type(), "im2col_phases_cuda", [&] {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x_cl.scalar_type(), "im2col_phase_cuda", [&] {
       im2col_kernel<scalar_t><<<elementwise_blocks(cols.numel()), kThreads, 0, stream>>>(
-          x_cl.const_data_ptr<scalar_t>(), cols.mutable_data_ptr<scalar_t>(), g.N, g.H, g.W, ci);
+          x_cl.const_data_ptr<scalar_t>(), cols.mutable_data_ptr<scalar_t>(), g.N, g.H, g.W, x_cl.size(1), phase);
     });
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    return cols;
   }
 
-  static at::Tensor col2im_phases(const at::Tensor& cols_in, const PhaseGeom& g, int64_t ci) {
-    const c10::cuda::CUDAGuard guard(cols_in.device());
-    const at::Tensor cols = cols_in.contiguous();
-    at::Tensor gx = at::empty({g.N, ci, g.H, g.W}, cols.options().memory_format(at::MemoryFormat::ChannelsLast));
-    if (gx.numel() == 0) return gx;
+  static void col2im_phase_add(const at::Tensor& cols, const PhaseGeom& g, int phase, const at::Tensor& gx) {
+    if (gx.numel() == 0) return;
+    const c10::cuda::CUDAGuard guard(gx.device());
     auto stream = c10::cuda::getCurrentCUDAStream();
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, cols.scalar_type(), "col2im_phases_cuda", [&] {
-      col2im_kernel<scalar_t><<<elementwise_blocks(gx.numel()), kThreads, 0, stream>>>(
-          cols.const_data_ptr<scalar_t>(), gx.mutable_data_ptr<scalar_t>(), g.N, g.H, g.W, ci);
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, cols.scalar_type(), "col2im_phase_add_cuda", [&] {
+      col2im_add_kernel<scalar_t><<<elementwise_blocks(gx.numel()), kThreads, 0, stream>>>(
+          cols.const_data_ptr<scalar_t>(), gx.mutable_data_ptr<scalar_t>(), g.N, g.H, g.W, gx.size(1), phase);
     });
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    return gx;
   }
 
   static void channel_stats(const at::Tensor& y, const PhaseGeom& pg, const at::Tensor& mean, const at::Tensor& var) {
