@@ -135,7 +135,8 @@ inline void check_block_input(const at::Tensor& x, const at::Tensor& weight, con
 }
 
 inline PhaseGeom geometry(const at::Tensor& x, const at::Tensor& weight, bool upsample) {
-  return {x.size(0), x.size(2), x.size(3), upsample ? 2 : 1, weight.size(0), upsample && use_phase_gemm(x.size(2), x.size(3))};
+  const bool gemm = upsample && use_phase_gemm(x.size(2), x.size(3));
+  return {x.size(0), x.size(2), x.size(3), upsample ? 2 : 1, weight.size(0), gemm};
 }
 
 // The phase folds: tap r of phase row a sums the 3x3 rows first(a, r) .. last(a, r):
@@ -178,7 +179,7 @@ at::Tensor conv_forward(const at::Tensor& x_cl, const at::Tensor& weight, const 
     at::Tensor y_phase = y[phase];
     at::mm_out(y_phase, cols, kmat[phase].t());
   }
-  return y.view({4 * g.N, g.H, g.W, g.Co}).permute({0, 3, 1, 2});
+  return dense(y.view({4 * g.N, g.H, g.W, g.Co}).permute({0, 3, 1, 2}), at::MemoryFormat::ChannelsLast);
 }
 
 // (grad_x_cl, grad_weight (Co, Ci, 3, 3)) given grad_y laid out like y.
