@@ -66,7 +66,8 @@ def compare(m: nn.Module, x: torch.Tensor) -> None:
     grad = torch.randn(shape, dtype=x.dtype, device=x.device)
     out, grads, buffers = run(m, x, grad, "fast")
     out_ref, grads_ref, buffers_ref = run(m, x, grad, "reference")
-    assert out.is_contiguous(memory_format=torch.channels_last) == out_ref.is_contiguous(memory_format=torch.channels_last)
+    channels_last = torch.channels_last
+    assert out.is_contiguous(memory_format=channels_last) == out_ref.is_contiguous(memory_format=channels_last)
     assert grads["x"].stride() == x.stride() or grads["x"].is_contiguous(memory_format=_format(x))
     assert_close(out, out_ref, name="out")
     for name in grads_ref:

@@ -116,7 +116,8 @@ def _fusable_conv_bn(conv: nn.Module, bn: nn.Module) -> bool:
 
 
 def _is_nearest_2x(up: nn.Module) -> bool:
-    return isinstance(up, nn.Upsample) and up.mode == "nearest" and up.size is None and up.scale_factor in (2.0, (2.0, 2.0))
+    return (isinstance(up, nn.Upsample) and up.mode == "nearest" and up.size is None
+            and up.scale_factor in (2.0, (2.0, 2.0)))
 
 
 class UpBlock(nn.Sequential):
@@ -160,7 +161,12 @@ class Block3x3Relu(nn.Sequential):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        if len(self) == 3 and _fusable_conv_bn(self[0], self[1]) and isinstance(self[2], GLU) and use_fast("up_block", x):
+        if (
+            len(self) == 3
+            and _fusable_conv_bn(self[0], self[1])
+            and isinstance(self[2], GLU)
+            and use_fast("up_block", x)
+        ):
             return up_block(x, self[0].weight, batch_norm_args(self[1]), uses_batch_stats(self[1]), upsample=False)
         return super().forward(x)
 

@@ -71,7 +71,8 @@ def _check_x(x: Tensor, name: str = "x") -> None:
 
 def _check_weight(x: Tensor, weight: Tensor, name: str, out_channels: Optional[int] = None) -> None:
     if not isinstance(weight, Tensor) or weight.dtype != x.dtype:
-        raise TypeError(f"{name}: expected a {x.dtype} tensor like x, got {getattr(weight, 'dtype', type(weight).__name__)}")
+        got = getattr(weight, "dtype", type(weight).__name__)
+        raise TypeError(f"{name}: expected a {x.dtype} tensor like x, got {got}")
     if weight.device != x.device:
         raise ValueError(f"{name}: expected device {x.device} like x, got {weight.device}")
     co = weight.shape[0] if weight.dim() == 4 and out_channels is None else out_channels
@@ -219,7 +220,8 @@ if has_extension():
 
     @torch.library.register_fake("attngan_fast::upsample_conv3x3_backward")
     def _upsample_conv3x3_backward_fake(grad_out, x, weight):
-        return torch.empty_like(x, memory_format=_caller_format(x)), torch.empty_like(weight, memory_format=torch.contiguous_format)
+        return (torch.empty_like(x, memory_format=_caller_format(x)),
+                torch.empty_like(weight, memory_format=torch.contiguous_format))
 
     def _upsample_conv3x3_setup(ctx, inputs, output) -> None:
         ctx.save_for_backward(*inputs)
