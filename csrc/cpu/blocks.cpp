@@ -324,23 +324,47 @@ void unfold_kernel(const T* dk, at::IntArrayRef dk_strides, T* dw, int64_t Co, i
 
 // ---- phase im2col (the GEMM path for small maps) --------------------------------------------
 
+// dst[c * 4 + k] = src[k][c] for k < 4 (an im2col row: the four taps interleaved per channel).
+template <typename T>
+void interleave4(const T* const* src, T* __restrict__ dst, int64_t C) {
+  int64_t c0 = 0;
+#if defined(__AVX2__)
+  if constexpr (std::is_same_v<T, float>) {
+    for (; c0 + 8 <= C; c0 += 8) {  // a 4x8 transpose: a0 b0 c0 d0 a1 b1 c1 d1 ...
+      const __m256 a = _mm256_loadu_ps(src[0] + c0), b = _mm256_loadu_ps(src[1] + c0);
+      const __m256 c = _mm256_loadu_ps(src[2] + c0), d = _mm256_loadu_ps(src[3] + c0);
+      const __m256 t0 = _mm256_unpacklo_ps(a, b), t1 = _mm256_unpackhi_ps(a, b);
+      const __m256 t2 = _mm256_unpacklo_ps(c, d), t3 = _mm256_unpackhi_ps(c, d);
+      const __m256 u0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+      const __m256 u1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+      const __m256 u2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+      const __m256 u3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+      float* out = dst + c0 * 4;
+      _mm256_storeu_ps(out, _mm256_permute2f128_ps(u0, u1, 0x20));
+      _mm256_storeu_ps(out + 8, _mm256_permute2f128_ps(u2, u3, 0x20));
+      _mm256_storeu_ps(out + 16, _mm256_permute2f128_ps(u0, u1, 0x31));
+      _mm256_storeu_ps(out + 24, _mm256_permute2f128_ps(u2, u3, 0x31));
+    }
+  }
+#endif
+  for (int64_t c = c0; c < C; ++c)
+    for (int k = 0; k < 4; ++k) dst[c * 4 + k] = src[k][c];
+}
+
 // cols[(n * H + p) * W + t][c * 4 + r * 2 + s] = x[n, c, p + a - 1 + r, t + b - 1 + s] (0 outside).
 template <typename T>
 void im2col_kernel(const T* x, T* cols, const PhaseGeom& g, int phase, int64_t Ci) {
   const int64_t H = g.H, W = g.W, a = phase / 2, b = phase % 2;
   at::parallel_for(0, g.N * H * W, 16, [&](int64_t begin, int64_t end) {
+    const std::vector<T> zeros(Ci, T(0));
     for (int64_t m = begin; m < end; ++m) {
       const int64_t n = m / (H * W), p = (m / W) % H, t = m % W;
+      const T* taps[4];
       for (int64_t rs = 0; rs < 4; ++rs) {
         const int64_t q = p + a - 1 + rs / 2, v = t + b - 1 + rs % 2;
-        T* __restrict__ dst = cols + m * 4 * Ci + rs;
-        if (q < 0 || q >= H || v < 0 || v >= W) {
-          for (int64_t c = 0; c < Ci; ++c) dst[c * 4] = T(0);
-        } else {
-          const T* __restrict__ src = x + ((n * H + q) * W + v) * Ci;
-          for (int64_t c = 0; c < Ci; ++c) dst[c * 4] = src[c];
-        }
+        taps[rs] = (q < 0 || q >= H || v < 0 || v >= W) ? zeros.data() : x + ((n * H + q) * W + v) * Ci;
       }
+      interleave4(taps, cols + m * 4 * Ci, Ci);
     }
   });
 }
