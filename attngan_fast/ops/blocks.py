@@ -9,7 +9,8 @@
 
 BatchNorm follows ``F.batch_norm``: ``training=True`` normalizes with the batch statistics and, when
 running statistics are given, updates them in place (momentum, unbiased variance);
-``training=False`` uses the running statistics. ``batch_norm_args(module)`` does the
+``training=False`` uses the running statistics, folded into the epilogue's per-channel
+``z = y * scale + shift`` (no pass of its own). ``batch_norm_args(module)`` does the
 ``nn.BatchNorm2d`` bookkeeping (num_batches_tracked, momentum=None cumulative average).
 """
 from __future__ import annotations
