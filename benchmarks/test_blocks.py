@@ -3,8 +3,8 @@
 Groups: ``blocks/<block>/<pass>/<layout>``; pass is "fwd" (eval mode, no grad: sampling) or
 "fwd+bwd" (train mode, backward of a fixed random gradient into the input and every parameter). extra_info records the
 multiply-adds of the reference and of the fast path's convolutions (``macs_reference``,
-``macs_fast``): the phase decomposition runs 16 (H+1)(W+1)/HW instead of 36 per input pixel and
-channel pair.
+``macs_fast``): the phase decomposition runs 16 instead of 36 per input pixel and channel pair
+(x (H+1)(W+1)/HW on maps over 64 pixels, where one 2x2 conv computes all four phases).
 
     pytest benchmarks/test_blocks.py --benchmark-only
 """
@@ -36,6 +36,8 @@ def conv_macs(kind: str, ci: int, co: int, size: int, fast: bool) -> int:
     """Multiply-adds of the block's convolutions, forward, per batch."""
     if kind == "res":
         return BATCH * size * size * 9 * (ci * 2 * ci + ci * ci)
+    if fast and size * size <= 64:  # per-phase GEMMs: exactly 16 per input pixel
+        return BATCH * size * size * 16 * ci * 2 * co
     if fast:  # one 2x2 conv with 4 * 2co outputs over (H+1) x (W+1)
         return BATCH * (size + 1) ** 2 * 4 * ci * 4 * 2 * co
     return BATCH * (2 * size) ** 2 * 9 * ci * 2 * co
