@@ -7,6 +7,9 @@ including the per-caption Python loop of :func:`words_loss`. Departures from the
   lambda ``cfg.TRAIN.SMOOTH.LAMBDA``);
 * class masks are built with torch on the inputs' device (``class_ids``: numpy array, list,
   tensor or None);
+* :func:`generator_loss` takes its DAMSM terms from :func:`damsm_loss_terms`, which uses the
+  fused losses of ``attngan_fast.damsm_losses`` when the backend is "fast" (these functions stay
+  the literal reference and the oracle of the fused ones);
 * batch size 1 works (the original's ``.squeeze()`` in :func:`sent_loss` broke it; values for
   B > 1 are unchanged), and :func:`discriminator_loss` drops the empty mismatched-pair term
   at B == 1 instead of returning NaN.
@@ -20,13 +23,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from .backend import get_backend
 from .models.blocks import check_shape
 
 __all__ = [
     "cosine_similarity",
     "func_attention",
     "sent_loss",
+    "word_similarities",
     "words_loss",
+    "damsm_loss_terms",
     "discriminator_loss",
     "generator_loss",
     "KL_loss",
@@ -42,7 +48,7 @@ def _class_mask(class_ids: ClassIds, batch_size: int, device: torch.device) -> O
     """(B, B) bool, True where captions j and i belong to the same class and j != i; or None."""
     if class_ids is None:
         return None
-    ids = torch.as_tensor(class_ids, device=device)
+    ids = torch.as_tensor(class_ids).to(device, non_blocking=True)  # host data: no stream sync on CUDA
     check_shape("class_ids", ids, (batch_size,))
     mask = ids.unsqueeze(1) == ids.unsqueeze(0)
     mask.fill_diagonal_(False)
@@ -130,6 +136,37 @@ def sent_loss(
     return nn.CrossEntropyLoss()(scores0, labels), nn.CrossEntropyLoss()(scores1, labels)
 
 
+def word_similarities(
+    img_features: Tensor,
+    words_emb: Tensor,
+    cap_lens: Sequence[int],
+    gamma1: float,
+    gamma2: float,
+) -> tuple[Tensor, list[Tensor]]:
+    """The per-caption loop of :func:`words_loss`: similarities before GAMMA3 and masking.
+
+    img_features: (B, D, ih, iw); words_emb: (B, D, T); cap_lens: B Python ints in 1..T.
+    Returns sim (B images, B captions), sim[j, i] = log sum_w exp(gamma2 * cos(e_w, c_w)) over
+    caption i's words against image j, and the att maps [(1, cap_lens[i], ih, iw)] of image i
+    with caption i.
+    """
+    batch_size = img_features.size(0)
+    att_maps = []
+    similarities = []
+    for i in range(batch_size):
+        words_num = cap_lens[i]
+        word = words_emb[i, :, :words_num].unsqueeze(0).contiguous()  # (1, D, n)
+        word = word.repeat(batch_size, 1, 1)  # (B, D, n)
+        weighted_context, attn = func_attention(word, img_features, gamma1)
+        att_maps.append(attn[i].unsqueeze(0).contiguous())
+        word = word.transpose(1, 2).contiguous().view(batch_size * words_num, -1)  # (B*n, D)
+        weighted_context = weighted_context.transpose(1, 2).contiguous().view(batch_size * words_num, -1)
+        row_sim = cosine_similarity(word, weighted_context).view(batch_size, words_num)  # Eq. 10
+        row_sim = torch.log(torch.exp(row_sim * gamma2).sum(dim=1, keepdim=True))  # (B, 1)
+        similarities.append(row_sim)
+    return torch.cat(similarities, 1), att_maps
+
+
 def words_loss(
     img_features: Tensor,
     words_emb: Tensor,
@@ -159,23 +196,10 @@ def words_loss(
     if labels is not None:
         check_shape("labels", labels, (batch_size,))
     masks = _class_mask(class_ids, batch_size, img_features.device)
-    gamma1, gamma2, gamma3 = cfg.TRAIN.SMOOTH.GAMMA1, cfg.TRAIN.SMOOTH.GAMMA2, cfg.TRAIN.SMOOTH.GAMMA3
-
-    att_maps = []
-    similarities = []
-    for i in range(batch_size):
-        words_num = lens[i]
-        word = words_emb[i, :, :words_num].unsqueeze(0).contiguous()  # (1, D, n)
-        word = word.repeat(batch_size, 1, 1)  # (B, D, n)
-        weighted_context, attn = func_attention(word, img_features, gamma1)
-        att_maps.append(attn[i].unsqueeze(0).contiguous())
-        word = word.transpose(1, 2).contiguous().view(batch_size * words_num, -1)  # (B*n, D)
-        weighted_context = weighted_context.transpose(1, 2).contiguous().view(batch_size * words_num, -1)
-        row_sim = cosine_similarity(word, weighted_context).view(batch_size, words_num)  # Eq. 10
-        row_sim = torch.log(torch.exp(row_sim * gamma2).sum(dim=1, keepdim=True))  # (B, 1)
-        similarities.append(row_sim)
-
-    similarities = torch.cat(similarities, 1) * gamma3  # (B images, B captions)
+    similarities, att_maps = word_similarities(
+        img_features, words_emb, lens, cfg.TRAIN.SMOOTH.GAMMA1, cfg.TRAIN.SMOOTH.GAMMA2
+    )
+    similarities = similarities * cfg.TRAIN.SMOOTH.GAMMA3  # (B images, B captions)
     if masks is not None:
         similarities = similarities.masked_fill(masks, float("-inf"))
     similarities1 = similarities.transpose(0, 1)
@@ -184,6 +208,38 @@ def words_loss(
     loss0 = nn.CrossEntropyLoss()(similarities, labels)
     loss1 = nn.CrossEntropyLoss()(similarities1, labels)
     return loss0, loss1, att_maps
+
+
+def damsm_loss_terms(
+    region_features: Tensor,
+    cnn_code: Tensor,
+    words_emb: Tensor,
+    sent_emb: Tensor,
+    labels: Tensor,
+    cap_lens: Union[Tensor, Sequence[int]],
+    class_ids: ClassIds,
+    cfg: Any,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The four DAMSM terms ``(w_loss0, w_loss1, s_loss0, s_loss1)`` of a batch, unweighted.
+
+    region_features: (B, E, 17, 17) and cnn_code: (B, E) from the image encoder; words_emb:
+    (B, E, T) and sent_emb: (B, E) from the text encoder; labels: (B,) = arange(B).
+    The backend switch for these losses: with backend "fast" the fused
+    ``attngan_fast.damsm_losses.words_loss`` / ``sent_loss`` (no att maps, no host sync), else
+    :func:`words_loss` / :func:`sent_loss` above. Used by :func:`generator_loss` and DAMSM training.
+    """
+    batch_size = region_features.size(0)
+    if get_backend() == "fast":
+        from . import damsm_losses  # imports this module: bind on use
+
+        w_loss0, w_loss1, _ = damsm_losses.words_loss(
+            region_features, words_emb, labels, cap_lens, class_ids, batch_size, cfg, return_att_maps=False
+        )
+        s_loss0, s_loss1 = damsm_losses.sent_loss(cnn_code, sent_emb, labels, class_ids, batch_size, cfg)
+    else:
+        w_loss0, w_loss1, _ = words_loss(region_features, words_emb, labels, cap_lens, class_ids, batch_size, cfg)
+        s_loss0, s_loss1 = sent_loss(cnn_code, sent_emb, labels, class_ids, batch_size, cfg)
+    return w_loss0, w_loss1, s_loss0, s_loss1
 
 
 def discriminator_loss(
@@ -265,11 +321,10 @@ def generator_loss(
         logs[f"g_loss{i}"] = g_loss.detach()
         if i == len(netsD) - 1:
             region_features, cnn_code = image_encoder(fake_imgs[i])
-            w_loss0, w_loss1, _ = words_loss(
-                region_features, words_embs, match_labels, cap_lens, class_ids, batch_size, cfg
+            w_loss0, w_loss1, s_loss0, s_loss1 = damsm_loss_terms(
+                region_features, cnn_code, words_embs, sent_emb, match_labels, cap_lens, class_ids, cfg
             )
             w_loss = (w_loss0 + w_loss1) * cfg.TRAIN.SMOOTH.LAMBDA
-            s_loss0, s_loss1 = sent_loss(cnn_code, sent_emb, match_labels, class_ids, batch_size, cfg)
             s_loss = (s_loss0 + s_loss1) * cfg.TRAIN.SMOOTH.LAMBDA
             errG_total = errG_total + w_loss + s_loss
             logs["w_loss"] = w_loss.detach()

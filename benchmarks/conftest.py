@@ -56,14 +56,20 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if session is None or not session.benchmarks:
         return
     groups: dict[str, dict[str, float]] = {}
+    peaks: dict[str, dict[str, int]] = {}
     for bench in session.benchmarks:
         impl = bench.extra_info.get("impl")
         if impl and bench.stats is not None:
             groups.setdefault(bench.group, {})[impl] = bench.stats.median
+            if "peak_bytes" in bench.extra_info:  # optional: peak memory of one call
+                peaks.setdefault(bench.group, {})[impl] = bench.extra_info["peak_bytes"]
     terminalreporter.section("reference / other (median time ratio)")
     for group, times in sorted(groups.items()):
         ref = times.get("reference")
         for impl, t in sorted(times.items()):
             if ref is not None and impl != "reference":
+                peak = peaks.get(group, {})
+                mem = (f", peak memory reference {peak['reference'] / 2**20:.1f} MiB, {impl} {peak[impl] / 2**20:.1f} MiB"
+                       if "reference" in peak and impl in peak else "")
                 terminalreporter.write_line(f"{group:60s} {impl:14s} {ref / t:6.2f}x "
-                                            f"(reference {ref * 1e3:.2f} ms, {impl} {t * 1e3:.2f} ms)")
+                                            f"(reference {ref * 1e3:.2f} ms, {impl} {t * 1e3:.2f} ms{mem})")

@@ -31,6 +31,17 @@ TORCH_LIBRARY(attngan_fast, m) {
   m.def("glu(Tensor x) -> Tensor");
   m.def("glu_backward(Tensor grad_out, Tensor x) -> Tensor");
 
+  // DAMSM word-level similarity of every (image j, caption i) pair (spec 6.1-6.3):
+  //   words (B, D, T), cap_lens (B,) int in [1, T], regions (B, D, H, W)
+  //   -> sim (B, B) float32 (float64 for float64 inputs), sim[j, i] = image j vs caption i;
+  //      attn (B, T, H, W) caption i's attention on image i (zero at t >= cap_lens[i]) when
+  //      need_attention, else (0, T, H, W)
+  // The backward recomputes the attention and returns (grad_words (B, D, T), grad_regions (B, D, H, W)).
+  m.def("damsm_word_similarity(Tensor words, Tensor cap_lens, Tensor regions, float gamma1, float gamma2, "
+        "bool need_attention) -> (Tensor, Tensor)");
+  m.def("damsm_word_similarity_backward(Tensor grad_sim, Tensor words, Tensor cap_lens, Tensor regions, "
+        "float gamma1, float gamma2) -> (Tensor, Tensor)");
+
   // The generator blocks (csrc/blocks.h; cpu/blocks.cpp, cuda/blocks.cu). x (N, Ci, H, W); conv
   // weights (Co, Ci, 3, 3), padding 1, no bias; S = 2 with upsample (nearest 2x first), else 1.
   // Outputs and input grads take x's memory format (channels_last or contiguous); conv_out,
@@ -39,8 +50,10 @@ TORCH_LIBRARY(attngan_fast, m) {
   m.def("upsample_conv3x3(Tensor x, Tensor weight) -> Tensor");
   m.def("upsample_conv3x3_backward(Tensor grad_out, Tensor x, Tensor weight) -> (Tensor, Tensor)");
   //   up_block: [upsample2x] -> conv3x3 -> BatchNorm2d -> GLU: (N, Co/2, S*H, S*W).
-  //   Returns (out, conv_out (N, S*S*Co, H+S-1, W+S-1), mean (Co,), var (Co,)): the batch mean
-  //   and biased variance when training, else copies of running_mean / running_var.
+  //   Returns (out, conv_out, mean (Co,), var (Co,)): conv_out as blocks.h PhaseGeom::conv_out_sizes
+  //   ((N, S*S*Co, H+S-1, W+S-1), or (4N, Co, H, W) for the per-phase GEMMs on maps of <= 64
+  //   pixels); mean / var the batch mean and biased variance when training, else copies of the
+  //   running statistics.
   m.def(
       "up_block(Tensor x, Tensor weight, Tensor bn_weight, Tensor bn_bias, Tensor? running_mean, "
       "Tensor? running_var, bool upsample, bool training, float eps) -> (Tensor, Tensor, Tensor, Tensor)");

@@ -227,8 +227,9 @@ def test_generator_loss():
     region, code = encoder(fakes[1])
     w0, w1, _ = words_loss(region, words, labels, [5, 3], ids, 2, cfg)
     s0, s1 = sent_loss(code, sent, labels, ids, 2, cfg)
-    torch.testing.assert_close(logs["w_loss"], ((w0 + w1) * lam).detach())
-    torch.testing.assert_close(logs["s_loss"], ((s0 + s1) * lam).detach())
+    # the default backend "fast" takes the DAMSM terms from the fused losses: fp32 kernel tolerance
+    torch.testing.assert_close(logs["w_loss"], ((w0 + w1) * lam).detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logs["s_loss"], ((s0 + s1) * lam).detach(), atol=1e-5, rtol=1e-5)
     with torch.no_grad():
         feats = netsD[1](fakes[1])
         g1 = F.binary_cross_entropy(netsD[1].COND_DNET(feats, sent), ones)  # no UNCOND head

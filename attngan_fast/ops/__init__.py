@@ -4,6 +4,16 @@ Every public function here validates its inputs, then runs the fused kernel for 
 device when the backend is "fast", else the reference.
 """
 from .blocks import BatchNormArgs, batch_norm_args, res_block, up_block, upsample_conv3x3, uses_batch_stats
+from .damsm import damsm_word_similarity
 from .glu import glu
 
-__all__ = ["BatchNormArgs", "batch_norm_args", "glu", "res_block", "up_block", "upsample_conv3x3", "uses_batch_stats"]
+__all__ = [
+    "BatchNormArgs",
+    "batch_norm_args",
+    "damsm_word_similarity",
+    "glu",
+    "res_block",
+    "up_block",
+    "upsample_conv3x3",
+    "uses_batch_stats",
+]

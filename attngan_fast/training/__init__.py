@@ -1,0 +1,1 @@
+"""Training loops: DAMSM pre-training (``damsm``)."""

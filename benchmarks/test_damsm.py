@@ -1,0 +1,117 @@
+"""DAMSM word loss: the reference loop (``attngan_fast.losses.words_loss``) vs the fused op.
+
+Shapes: birds/COCO DAMSM sizes, D=256, T=18 word slots (lengths drawn in 5..18, one of 18),
+17 x 17 regions, batch 10 (the test-time / small-batch case) and 48 (DAMSM pre-training).
+Forward only and forward+backward (gradients w.r.t. words and regions).
+
+FLOPs (algorithmic, both implementations): per (image, caption) pair with n words, the two
+matmuls s = W R (n x N x D) and c = B R^T, i.e. 4 n N D forward; the backward adds db = dC R,
+dW = dS R^T and dR = dC^T B + W^T dS, i.e. 8 n N D. Over the batch: 4 B L N D forward and
+12 B L N D forward+backward (L = sum of the lengths). The fused backward recomputes s and c
+(16 B L N D executed). Bytes: inputs, outputs and gradients once (the op is compute bound).
+
+Peak memory (``extra_info["peak_bytes"]``): on CUDA ``torch.cuda.max_memory_allocated`` above
+the inputs; on CPU the peak resident set size above the baseline (Linux VmHWM, reset through
+/proc/self/clear_refs) of one call in a fresh subprocess whose glibc mmap threshold is pinned
+at 64 KiB, so every tensor buffer is mapped on allocation and unmapped on free.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from attngan_fast import backend, config, damsm_losses, losses
+
+try:
+    from conftest import record, synchronized
+except ImportError:  # run as a script (the peak-memory subprocess)
+    record = synchronized = None
+
+CFG = config.load("bird_attn2")
+D, T, HW = 256, 18, 17
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+BATCHES = (10, 48)
+ROUNDS = {"fwd": 5, "fwd+bwd": 3}
+
+
+def make_case(batch: int, device: str = DEVICE):
+    gen = torch.Generator().manual_seed(batch)
+    img = torch.randn(batch, D, HW, HW, generator=gen).to(device).requires_grad_(True)
+    words = torch.randn(batch, D, T, generator=gen).to(device).requires_grad_(True)
+    lens = torch.randint(5, T + 1, (batch,), generator=gen)
+    lens[0] = T
+    return img, words, lens.to(device), torch.arange(batch, device=device), lens.sum().item()
+
+
+def make_step(impl: str, mode: str, batch: int, device: str = DEVICE):
+    """A function running one words loss (forward, or forward+backward) with implementation ``impl``."""
+    img, words, lens, labels, total_len = make_case(batch, device)
+    words_loss = losses.words_loss if impl == "reference" else damsm_losses.words_loss
+    kwargs = {} if impl == "reference" else {"return_att_maps": False}
+
+    def step():
+        with backend(impl), torch.set_grad_enabled(mode != "fwd"):
+            loss0, loss1, _ = words_loss(img, words, labels, lens, None, batch, CFG, **kwargs)
+            if mode != "fwd":
+                (loss0 + loss1).backward()
+        return loss0
+
+    return step, total_len
+
+
+def peak_bytes(impl: str, mode: str, batch: int) -> int:
+    """Peak memory of one call above the baseline (see the module docstring)."""
+    if DEVICE == "cuda":
+        step, _ = make_step(impl, mode, batch)
+        step()
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        step()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    out = subprocess.run([sys.executable, __file__, impl, mode, str(batch)], env=env, check=True,
+                         capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_bytes"]
+
+
+def _rss() -> dict[str, int]:
+    fields = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, value = line.split(":", 1)
+            if key in ("VmRSS", "VmHWM"):
+                fields[key] = int(value.split()[0]) * 1024
+    return fields
+
+
+@pytest.mark.parametrize("mode", ["fwd", "fwd+bwd"])
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("impl", ["reference", "fast"])
+def test_damsm_words_loss(benchmark, impl, batch, mode):
+    step, total_len = make_step(impl, mode, batch)
+    N = HW * HW
+    flops = (4 if mode == "fwd" else 12) * batch * total_len * N * D
+    tensors = 4 * (batch * D * T + batch * D * N) * (1 if mode == "fwd" else 2)
+    record(benchmark, group=f"damsm words_loss {mode} B={batch} D={D} T={T} {HW}x{HW}", impl=impl, device=DEVICE,
+           shapes={"B": batch, "D": D, "T": T, "H": HW, "W": HW, "sum_lens": total_len},
+           flops=flops, bytes_moved=tensors)
+    benchmark.extra_info["peak_bytes"] = peak_bytes(impl, mode, batch)
+    benchmark.pedantic(synchronized(step, DEVICE), rounds=ROUNDS[mode], warmup_rounds=1, iterations=1)
+
+
+if __name__ == "__main__":  # one peak-memory measurement on the CPU: impl mode batch
+    impl_arg, mode_arg, batch_arg = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    step_fn, _ = make_step(impl_arg, mode_arg, batch_arg, "cpu")
+    step_fn()  # warm: thread pools, lazy init
+    base = _rss()["VmRSS"]
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM to the current RSS
+    step_fn()
+    print(json.dumps({"peak_bytes": _rss()["VmHWM"] - base}))
