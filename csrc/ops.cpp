@@ -51,4 +51,36 @@ TORCH_LIBRARY(attngan_fast, m) {
         "bool need_attention) -> (Tensor, Tensor)");
   m.def("damsm_word_similarity_backward(Tensor grad_sim, Tensor words, Tensor cap_lens, Tensor regions, "
         "float gamma1, float gamma2) -> (Tensor, Tensor)");
+
+  // The generator blocks (csrc/blocks.h; cpu/blocks.cpp, cuda/blocks.cu). x (N, Ci, H, W); conv
+  // weights (Co, Ci, 3, 3), padding 1, no bias; S = 2 with upsample (nearest 2x first), else 1.
+  // Outputs and input grads take x's memory format (channels_last or contiguous); conv_out,
+  // conv1_out, hidden, conv2_out are channels_last; mean/var are float (double for double x).
+  //   upsample_conv3x3: conv3x3(upsample2x(x)) (N, Co, 2H, 2W) by the four 2x2 phase convs.
+  m.def("upsample_conv3x3(Tensor x, Tensor weight) -> Tensor");
+  m.def("upsample_conv3x3_backward(Tensor grad_out, Tensor x, Tensor weight) -> (Tensor, Tensor)");
+  //   up_block: [upsample2x] -> conv3x3 -> BatchNorm2d -> GLU: (N, Co/2, S*H, S*W).
+  //   Returns (out, conv_out, mean (Co,), var (Co,)): conv_out as blocks.h PhaseGeom::conv_out_sizes
+  //   ((N, S*S*Co, H+S-1, W+S-1), or (4N, Co, H, W) for the per-phase GEMMs on maps of <= 64
+  //   pixels); mean / var the batch mean and biased variance when training, else copies of the
+  //   running statistics.
+  m.def(
+      "up_block(Tensor x, Tensor weight, Tensor bn_weight, Tensor bn_bias, Tensor? running_mean, "
+      "Tensor? running_var, bool upsample, bool training, float eps) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "up_block_backward(Tensor grad_out, Tensor x, Tensor weight, Tensor bn_weight, Tensor bn_bias, "
+      "Tensor conv_out, Tensor mean, Tensor var, bool upsample, bool training, float eps) "
+      "-> (Tensor, Tensor, Tensor, Tensor)");
+  //   res_block: x + BN2(conv2(GLU(BN1(conv1(x))))), weight1 (2C, C, 3, 3), weight2 (C, C, 3, 3).
+  //   Returns (out, conv1_out, mean1, var1, hidden (N, C, H, W), conv2_out, mean2, var2).
+  m.def(
+      "res_block(Tensor x, Tensor weight1, Tensor bn1_weight, Tensor bn1_bias, Tensor? running_mean1, "
+      "Tensor? running_var1, Tensor weight2, Tensor bn2_weight, Tensor bn2_bias, Tensor? running_mean2, "
+      "Tensor? running_var2, bool training, float eps1, float eps2) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "res_block_backward(Tensor grad_out, Tensor x, Tensor weight1, Tensor bn1_weight, Tensor bn1_bias, "
+      "Tensor conv1_out, Tensor mean1, Tensor var1, Tensor hidden, Tensor weight2, Tensor bn2_weight, "
+      "Tensor conv2_out, Tensor mean2, Tensor var2, bool training, float eps1, float eps2) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }

@@ -210,7 +210,8 @@ def test_g_forward_matches_spec_trace(spec_file, batch):
     T = cfg.TEXT.WORDS_NUM
     G = G_NET(cfg).eval()
     z, sent, words, mask = g_inputs(cfg, batch, [T] + [T - 3] * (batch - 1))
-    # the reference backend: the fused attention op does not call ``att.sm``, which the trace names
+    # the trace lists every sub-module: the reference backend (the fused attention skips ``att.sm``,
+    # the fused blocks their children)
     with torch.no_grad(), backend("reference"):
         record, (fake, att, mu, logvar) = trace_shapes(G, lambda: G(z, sent, words, mask))
     lines = parse_spec(SPEC / spec_file)[f"G forward trace (eval, B=2, T={T})"]["lines"]

@@ -4,7 +4,10 @@ Module classes, attribute names and ``nn.Sequential`` indices are those of the o
 state_dict keys of every model built from these blocks match the released checkpoints.
 
 ``upBlock`` and ``Block3x3_relu`` return small ``nn.Sequential`` subclasses (:class:`UpBlock`,
-:class:`Block3x3Relu`): a fused forward can later override ``forward`` without changing keys.
+:class:`Block3x3Relu`) whose ``forward``, like :class:`ResBlock`'s, runs the fused op of
+:mod:`attngan_fast.ops.blocks` with the "fast" backend (same parameters, buffers and state_dict
+keys; BatchNorm's running statistics updated in place as BatchNorm2d does) and the plain
+modules otherwise, or for a configuration the fused ops do not cover.
 """
 from __future__ import annotations
 
@@ -13,6 +16,9 @@ from typing import Mapping, Optional, Sequence, Union
 import torch
 import torch.nn as nn
 from torch import Tensor
+
+from ..ops._dispatch import use_fast
+from ..ops.blocks import batch_norm_args, res_block, up_block, uses_batch_stats
 
 __all__ = [
     "GLU",
@@ -93,10 +99,32 @@ def conv3x3(in_planes: int, out_planes: int) -> nn.Conv2d:
     return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=1, padding=1, bias=False)
 
 
+def _fusable_conv_bn(conv: nn.Module, bn: nn.Module) -> bool:
+    """conv3x3 (stride 1, padding 1, no bias) then an affine BatchNorm2d: what the fused ops compute."""
+    return (
+        type(conv) is nn.Conv2d
+        and conv.kernel_size == (3, 3)
+        and conv.stride == (1, 1)
+        and conv.padding == (1, 1)
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+        and conv.bias is None
+        and conv.padding_mode == "zeros"
+        and isinstance(bn, nn.BatchNorm2d)
+        and bn.affine
+    )
+
+
+def _is_nearest_2x(up: nn.Module) -> bool:
+    return (isinstance(up, nn.Upsample) and up.mode == "nearest" and up.size is None
+            and up.scale_factor in (2.0, (2.0, 2.0)))
+
+
 class UpBlock(nn.Sequential):
     """Nearest x2 upsample -> conv3x3(in, 2*out) -> BatchNorm2d(2*out) -> GLU.
 
     x: (N, in_planes, H, W) -> (N, out_planes, 2H, 2W). Children 0..3 as in the original.
+    Fast backend: :func:`attngan_fast.ops.up_block` (phase-decomposed conv, fused BN + GLU).
     """
 
     def __init__(self, in_planes: int, out_planes: int) -> None:
@@ -107,9 +135,23 @@ class UpBlock(nn.Sequential):
             GLU(),
         )
 
+    def forward(self, x: Tensor) -> Tensor:
+        if (
+            len(self) == 4
+            and _is_nearest_2x(self[0])
+            and _fusable_conv_bn(self[1], self[2])
+            and isinstance(self[3], GLU)
+            and use_fast("up_block", x)
+        ):
+            return up_block(x, self[1].weight, batch_norm_args(self[2]), uses_batch_stats(self[2]), upsample=True)
+        return super().forward(x)
+
 
 class Block3x3Relu(nn.Sequential):
-    """conv3x3(in, 2*out) -> BatchNorm2d(2*out) -> GLU. x: (N, in, H, W) -> (N, out, H, W)."""
+    """conv3x3(in, 2*out) -> BatchNorm2d(2*out) -> GLU. x: (N, in, H, W) -> (N, out, H, W).
+
+    Fast backend: :func:`attngan_fast.ops.up_block` with ``upsample=False``.
+    """
 
     def __init__(self, in_planes: int, out_planes: int) -> None:
         super().__init__(
@@ -117,6 +159,16 @@ class Block3x3Relu(nn.Sequential):
             nn.BatchNorm2d(out_planes * 2),
             GLU(),
         )
+
+    def forward(self, x: Tensor) -> Tensor:
+        if (
+            len(self) == 3
+            and _fusable_conv_bn(self[0], self[1])
+            and isinstance(self[2], GLU)
+            and use_fast("up_block", x)
+        ):
+            return up_block(x, self[0].weight, batch_norm_args(self[1]), uses_batch_stats(self[1]), upsample=False)
+        return super().forward(x)
 
 
 def upBlock(in_planes: int, out_planes: int) -> UpBlock:
@@ -133,6 +185,7 @@ class ResBlock(nn.Module):
     """``x + BN(conv3x3(GLU(BN(conv3x3(x)))))``; no activation after the sum.
 
     x: (N, C, H, W) -> (N, C, H, W). ``block`` children: 0 conv(C->2C), 1 BN, 2 GLU, 3 conv(C->C), 4 BN.
+    Fast backend: :func:`attngan_fast.ops.res_block`.
     """
 
     def __init__(self, channel_num: int) -> None:
@@ -146,6 +199,17 @@ class ResBlock(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        b = self.block
+        if (
+            len(b) == 5
+            and _fusable_conv_bn(b[0], b[1])
+            and isinstance(b[2], GLU)
+            and _fusable_conv_bn(b[3], b[4])
+            and uses_batch_stats(b[1]) == uses_batch_stats(b[4])
+            and use_fast("res_block", x)
+        ):
+            training = uses_batch_stats(b[1])
+            return res_block(x, b[0].weight, batch_norm_args(b[1]), b[3].weight, batch_norm_args(b[4]), training)
         return self.block(x) + x
 
 

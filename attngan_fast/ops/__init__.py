@@ -4,7 +4,18 @@ Every public function here validates its inputs, then runs the fused kernel for 
 device when the backend is "fast", else the reference.
 """
 from .attention import word_region_attention
+from .blocks import BatchNormArgs, batch_norm_args, res_block, up_block, upsample_conv3x3, uses_batch_stats
 from .damsm import damsm_word_similarity
 from .glu import glu
 
-__all__ = ["damsm_word_similarity", "glu", "word_region_attention"]
+__all__ = [
+    "BatchNormArgs",
+    "batch_norm_args",
+    "damsm_word_similarity",
+    "glu",
+    "res_block",
+    "up_block",
+    "upsample_conv3x3",
+    "uses_batch_stats",
+    "word_region_attention",
+]

@@ -1,0 +1,306 @@
+"""The generator blocks as fused ops (upBlock, Block3x3_relu, ResBlock; kernels in csrc/*blocks*).
+
+- ``upsample_conv3x3(x, weight)``: conv3x3 (padding 1, no bias) of the nearest-2x upsampled x,
+  computed as four 2x2 convolutions of x itself (the phase decomposition, csrc/blocks.h):
+  2.25x fewer multiply-adds and no upsampled tensor.
+- ``up_block(x, weight, bn, training, upsample)``: [upsample2x] -> conv3x3 -> BatchNorm2d -> GLU,
+  the BatchNorm apply, GLU and phase interleave in one pass.
+- ``res_block(x, weight1, bn1, weight2, bn2, training)``: x + BN(conv3x3(GLU(BN(conv3x3(x))))).
+
+BatchNorm follows ``F.batch_norm``: ``training=True`` normalizes with the batch statistics and, when
+running statistics are given, updates them in place (momentum, unbiased variance);
+``training=False`` uses the running statistics, folded into the epilogue's per-channel
+``z = y * scale + shift`` (no pass of its own). ``batch_norm_args(module)`` does the
+``nn.BatchNorm2d`` bookkeeping (num_batches_tracked, momentum=None cumulative average).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from .._extension import has_cuda_kernels, has_extension
+from ._dispatch import register_devices, use_fast
+
+__all__ = ["BatchNormArgs", "batch_norm_args", "uses_batch_stats", "upsample_conv3x3", "up_block", "res_block"]
+
+
+class BatchNormArgs(NamedTuple):
+    """One BatchNorm2d over C channels: affine weight/bias (C,), optional running stats (C,)."""
+
+    weight: Tensor
+    bias: Tensor
+    running_mean: Optional[Tensor] = None
+    running_var: Optional[Tensor] = None
+    momentum: float = 0.1
+    eps: float = 1e-5
+
+
+def uses_batch_stats(bn: nn.modules.batchnorm._BatchNorm) -> bool:
+    """True when ``bn`` normalizes with batch statistics (train mode, or no running stats)."""
+    return bn.training or (bn.running_mean is None and bn.running_var is None)
+
+
+def batch_norm_args(bn: nn.modules.batchnorm._BatchNorm) -> BatchNormArgs:
+    """The arguments ``bn.forward`` would pass to ``F.batch_norm``.
+
+    Like ``nn.BatchNorm2d.forward``, counts the batch (``num_batches_tracked += 1``) when training
+    with running stats, and turns ``momentum=None`` into the cumulative average 1/num_batches.
+    """
+    factor = 0.0 if bn.momentum is None else bn.momentum
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        if bn.momentum is None:
+            factor = 1.0 / float(bn.num_batches_tracked)
+    keep_stats = not bn.training or bn.track_running_stats
+    return BatchNormArgs(bn.weight, bn.bias, bn.running_mean if keep_stats else None,
+                         bn.running_var if keep_stats else None, factor, bn.eps)
+
+
+# ---- input checks -------------------------------------------------------------------------------
+
+
+def _check_x(x: Tensor, name: str = "x") -> None:
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise TypeError(f"{name}: expected a floating-point tensor, got {getattr(x, 'dtype', type(x).__name__)}")
+    if x.dim() != 4:
+        raise ValueError(f"{name}: expected (N, C, H, W), got shape {tuple(x.shape)}")
+
+
+def _check_weight(x: Tensor, weight: Tensor, name: str, out_channels: Optional[int] = None) -> None:
+    if not isinstance(weight, Tensor) or weight.dtype != x.dtype:
+        got = getattr(weight, "dtype", type(weight).__name__)
+        raise TypeError(f"{name}: expected a {x.dtype} tensor like x, got {got}")
+    if weight.device != x.device:
+        raise ValueError(f"{name}: expected device {x.device} like x, got {weight.device}")
+    co = weight.shape[0] if weight.dim() == 4 and out_channels is None else out_channels
+    if weight.dim() != 4 or weight.shape[1:] != (x.shape[1], 3, 3) or weight.shape[0] != co:
+        raise ValueError(f"{name}: expected ({'Co' if out_channels is None else co}, {x.shape[1]}, 3, 3) "
+                         f"for x of shape {tuple(x.shape)}, got {tuple(weight.shape)}")
+
+
+def _check_glu_channels(weight: Tensor, name: str) -> None:
+    if weight.shape[0] % 2:
+        raise ValueError(f"{name}: GLU needs an even number of conv output channels (dim 0), "
+                         f"got {weight.shape[0]} in {tuple(weight.shape)}")
+
+
+def _check_bn(bn: BatchNormArgs, channels: int, training: bool, count: int, name: str) -> None:
+    for field in ("weight", "bias", "running_mean", "running_var"):
+        t = getattr(bn, field)
+        if t is None and field in ("weight", "bias"):
+            raise ValueError(f"{name}.{field}: the fused blocks need an affine BatchNorm, got None")
+        if t is not None and tuple(t.shape) != (channels,):
+            raise ValueError(f"{name}.{field}: expected shape ({channels},), got {tuple(t.shape)}")
+    if (bn.running_mean is None) != (bn.running_var is None):
+        raise ValueError(f"{name}: give both running_mean and running_var, or neither")
+    if not training and bn.running_mean is None:
+        raise ValueError(f"{name}: running_mean and running_var are required when training=False")
+    if training and count <= 1:
+        raise ValueError(f"{name}: expected more than 1 value per channel when training, got {count}")
+
+
+# ---- running statistics -------------------------------------------------------------------------
+
+
+def _update_running_stats(bn: BatchNormArgs, mean: Tensor, var: Tensor, count: int) -> None:
+    """running = (1 - momentum) * running + momentum * batch, with the unbiased batch variance."""
+    if bn.running_mean is None:
+        return
+    with torch.no_grad():
+        m = bn.momentum
+        bn.running_mean.mul_(1.0 - m).add_(mean.to(bn.running_mean.dtype), alpha=m)
+        bn.running_var.mul_(1.0 - m).add_(var.to(bn.running_var.dtype), alpha=m * count / (count - 1))
+
+
+# ---- public functions ---------------------------------------------------------------------------
+
+
+def upsample_conv3x3(x: Tensor, weight: Tensor) -> Tensor:
+    """conv3x3 (padding 1, no bias) of nearest-2x-upsampled x.
+
+    x: (N, Ci, H, W), weight: (Co, Ci, 3, 3) -> (N, Co, 2H, 2W), in x's memory format.
+    """
+    _check_x(x)
+    _check_weight(x, weight, "weight")
+    if use_fast("upsample_conv3x3", x):
+        return torch.ops.attngan_fast.upsample_conv3x3(x, weight)
+    return F.conv2d(F.interpolate(x, scale_factor=2, mode="nearest"), weight, padding=1)
+
+
+def up_block(x: Tensor, weight: Tensor, bn: BatchNormArgs, training: bool, upsample: bool = True) -> Tensor:
+    """[nearest-2x upsample] -> conv3x3 -> BatchNorm2d -> GLU (upBlock; Block3x3_relu without upsample).
+
+    x: (N, Ci, H, W), weight: (2C, Ci, 3, 3), bn over 2C channels -> (N, C, S*H, S*W), S = 2 if
+    upsample else 1, in x's memory format. Running stats in ``bn`` are updated when training.
+    """
+    _check_x(x)
+    _check_weight(x, weight, "weight")
+    _check_glu_channels(weight, "weight")
+    s = 2 if upsample else 1
+    count = x.shape[0] * x.shape[2] * x.shape[3] * s * s
+    _check_bn(bn, weight.shape[0], training, count, "bn")
+    if not use_fast("up_block", x):
+        if upsample:
+            x = F.interpolate(x, scale_factor=2, mode="nearest")
+        y = F.conv2d(x, weight, padding=1)
+        y = F.batch_norm(y, bn.running_mean, bn.running_var, bn.weight, bn.bias, training, bn.momentum, bn.eps)
+        return F.glu(y, 1)
+    out, _, mean, var = torch.ops.attngan_fast.up_block(
+        x, weight, bn.weight, bn.bias, None if training else bn.running_mean, None if training else bn.running_var,
+        upsample, training, bn.eps)
+    if training:
+        _update_running_stats(bn, mean, var, count)
+    return out
+
+
+def res_block(x: Tensor, weight1: Tensor, bn1: BatchNormArgs, weight2: Tensor, bn2: BatchNormArgs,
+              training: bool) -> Tensor:
+    """ResBlock: x + BN2(conv3x3(GLU(BN1(conv3x3(x))))).
+
+    x: (N, C, H, W), weight1: (2C, C, 3, 3), bn1 over 2C, weight2: (C, C, 3, 3), bn2 over C ->
+    (N, C, H, W) in x's memory format. Running stats in bn1/bn2 are updated when training.
+    """
+    _check_x(x)
+    c = x.shape[1]
+    _check_weight(x, weight1, "weight1", 2 * c)
+    _check_weight(x, weight2, "weight2", c)
+    count = x.shape[0] * x.shape[2] * x.shape[3]
+    _check_bn(bn1, 2 * c, training, count, "bn1")
+    _check_bn(bn2, c, training, count, "bn2")
+    if not use_fast("res_block", x):
+        y = F.conv2d(x, weight1, padding=1)
+        y = F.batch_norm(y, bn1.running_mean, bn1.running_var, bn1.weight, bn1.bias, training, bn1.momentum, bn1.eps)
+        y = F.conv2d(F.glu(y, 1), weight2, padding=1)
+        y = F.batch_norm(y, bn2.running_mean, bn2.running_var, bn2.weight, bn2.bias, training, bn2.momentum, bn2.eps)
+        return y + x
+    stats1 = (None, None) if training else (bn1.running_mean, bn1.running_var)
+    stats2 = (None, None) if training else (bn2.running_mean, bn2.running_var)
+    out, _, mean1, var1, _, _, mean2, var2 = torch.ops.attngan_fast.res_block(
+        x, weight1, bn1.weight, bn1.bias, *stats1, weight2, bn2.weight, bn2.bias, *stats2, training, bn1.eps, bn2.eps)
+    if training:
+        _update_running_stats(bn1, mean1, var1, count)
+        _update_running_stats(bn2, mean2, var2, count)
+    return out
+
+
+# ---- fake kernels and autograd ------------------------------------------------------------------
+
+
+def _caller_format(x: Tensor) -> torch.memory_format:
+    """The memory format of the outputs and input grads (csrc/blocks.h: caller_format)."""
+    channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def _stat_dtype(x: Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _conv_out_like(x: Tensor, channels: int, s: int) -> Tensor:
+    """The saved conv output (csrc/blocks.h PhaseGeom::conv_out_sizes): per-phase GEMMs on maps of
+    at most 64 pixels (4N, Co, H, W), else one conv (N, S*S*Co, H+S-1, W+S-1); channels_last."""
+    n, _, h, w = x.shape
+    size = (4 * n, channels, h, w) if s == 2 and h * w <= 64 else (n, s * s * channels, h + s - 1, w + s - 1)
+    return torch.empty(size, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+
+
+def _out_like(x: Tensor, channels: int, s: int) -> Tensor:
+    n, _, h, w = x.shape
+    return torch.empty((n, channels, s * h, s * w), dtype=x.dtype, device=x.device, memory_format=_caller_format(x))
+
+
+if has_extension():
+
+    @torch.library.register_fake("attngan_fast::upsample_conv3x3")
+    def _upsample_conv3x3_fake(x, weight):
+        return _out_like(x, weight.shape[0], 2)
+
+    @torch.library.register_fake("attngan_fast::upsample_conv3x3_backward")
+    def _upsample_conv3x3_backward_fake(grad_out, x, weight):
+        return (torch.empty_like(x, memory_format=_caller_format(x)),
+                torch.empty_like(weight, memory_format=torch.contiguous_format))
+
+    def _upsample_conv3x3_setup(ctx, inputs, output) -> None:
+        ctx.save_for_backward(*inputs)
+
+    def _upsample_conv3x3_backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        return torch.ops.attngan_fast.upsample_conv3x3_backward(grad_out, x, weight)
+
+    torch.library.register_autograd("attngan_fast::upsample_conv3x3", _upsample_conv3x3_backward,
+                                    setup_context=_upsample_conv3x3_setup)
+
+    @torch.library.register_fake("attngan_fast::up_block")
+    def _up_block_fake(x, weight, bn_weight, bn_bias, running_mean, running_var, upsample, training, eps):
+        co, s = weight.shape[0], 2 if upsample else 1
+        stat = x.new_empty((co,), dtype=_stat_dtype(x))
+        return _out_like(x, co // 2, s), _conv_out_like(x, co, s), stat, torch.empty_like(stat)
+
+    @torch.library.register_fake("attngan_fast::up_block_backward")
+    def _up_block_backward_fake(grad_out, x, weight, bn_weight, bn_bias, conv_out, mean, var, upsample, training, eps):
+        return (torch.empty_like(x, memory_format=_caller_format(x)),
+                torch.empty_like(weight, memory_format=torch.contiguous_format),
+                torch.empty_like(bn_weight, memory_format=torch.contiguous_format),
+                torch.empty_like(bn_weight, memory_format=torch.contiguous_format))
+
+    def _up_block_setup(ctx, inputs, output) -> None:
+        x, weight, bn_weight, bn_bias, _, _, upsample, training, eps = inputs
+        _, conv_out, mean, var = output
+        ctx.save_for_backward(x, weight, bn_weight, bn_bias, conv_out, mean, var)
+        ctx.upsample, ctx.training, ctx.eps = upsample, training, eps
+        ctx.mark_non_differentiable(conv_out, mean, var)
+        ctx.set_materialize_grads(False)  # no zero-filled grads for the saved-only outputs
+
+    def _up_block_backward(ctx, grad_out, _grad_conv_out, _grad_mean, _grad_var):
+        if grad_out is None:
+            return (None,) * 9
+        x, weight, bn_weight, bn_bias, conv_out, mean, var = ctx.saved_tensors
+        grads = torch.ops.attngan_fast.up_block_backward(grad_out, x, weight, bn_weight, bn_bias, conv_out, mean, var,
+                                                         ctx.upsample, ctx.training, ctx.eps)
+        return (*grads, None, None, None, None, None)
+
+    torch.library.register_autograd("attngan_fast::up_block", _up_block_backward, setup_context=_up_block_setup)
+
+    @torch.library.register_fake("attngan_fast::res_block")
+    def _res_block_fake(x, weight1, bn1_weight, bn1_bias, running_mean1, running_var1, weight2, bn2_weight, bn2_bias,
+                        running_mean2, running_var2, training, eps1, eps2):
+        c = x.shape[1]
+        stat1 = x.new_empty((2 * c,), dtype=_stat_dtype(x))
+        stat2 = x.new_empty((c,), dtype=_stat_dtype(x))
+        return (_out_like(x, c, 1), _conv_out_like(x, 2 * c, 1), stat1, torch.empty_like(stat1),
+                _conv_out_like(x, c, 1), _conv_out_like(x, c, 1), stat2, torch.empty_like(stat2))
+
+    @torch.library.register_fake("attngan_fast::res_block_backward")
+    def _res_block_backward_fake(grad_out, x, weight1, bn1_weight, bn1_bias, conv1_out, mean1, var1, hidden, weight2,
+                                 bn2_weight, conv2_out, mean2, var2, training, eps1, eps2):
+        dense = torch.contiguous_format
+        return (torch.empty_like(x, memory_format=_caller_format(x)), torch.empty_like(weight1, memory_format=dense),
+                torch.empty_like(bn1_weight, memory_format=dense), torch.empty_like(bn1_weight, memory_format=dense),
+                torch.empty_like(weight2, memory_format=dense), torch.empty_like(bn2_weight, memory_format=dense),
+                torch.empty_like(bn2_weight, memory_format=dense))
+
+    def _res_block_setup(ctx, inputs, output) -> None:
+        x, weight1, bn1_weight, bn1_bias, _, _, weight2, bn2_weight, _, _, _, training, eps1, eps2 = inputs
+        _, conv1_out, mean1, var1, hidden, conv2_out, mean2, var2 = output
+        ctx.save_for_backward(x, weight1, bn1_weight, bn1_bias, conv1_out, mean1, var1, hidden, weight2, bn2_weight,
+                              conv2_out, mean2, var2)
+        ctx.training, ctx.eps1, ctx.eps2 = training, eps1, eps2
+        ctx.mark_non_differentiable(*output[1:])
+        ctx.set_materialize_grads(False)
+
+    def _res_block_backward(ctx, grad_out, *_grad_saved):
+        if grad_out is None:
+            return (None,) * 14
+        gx, gw1, gg1, gb1, gw2, gg2, gb2 = torch.ops.attngan_fast.res_block_backward(
+            grad_out, *ctx.saved_tensors, ctx.training, ctx.eps1, ctx.eps2)
+        return gx, gw1, gg1, gb1, None, None, gw2, gg2, gb2, None, None, None, None, None
+
+    torch.library.register_autograd("attngan_fast::res_block", _res_block_backward, setup_context=_res_block_setup)
+
+    _devices = {"cpu", "cuda"} if has_cuda_kernels() else {"cpu"}
+    for _op in ("upsample_conv3x3", "up_block", "res_block"):
+        register_devices(_op, _devices)

@@ -1,0 +1,84 @@
+"""The generator blocks, reference modules vs fused ops, at the birds shapes (batch 20).
+
+Groups: ``blocks/<block>/<pass>/<layout>``; pass is "fwd" (eval mode, no grad: sampling) or
+"fwd+bwd" (train mode, backward of a fixed random gradient into the input and every parameter). extra_info records the
+multiply-adds of the reference and of the fast path's convolutions (``macs_reference``,
+``macs_fast``): the phase decomposition runs 16 instead of 36 per input pixel and channel pair
+(x (H+1)(W+1)/HW on maps over 64 pixels, where one 2x2 conv computes all four phases).
+
+    pytest benchmarks/test_blocks.py --benchmark-only
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import attngan_fast
+from attngan_fast.models import ResBlock, upBlock
+from conftest import IMPLS, record, synchronized
+
+BATCH = 20  # birds TRAIN.BATCH_SIZE
+
+# name -> (kind, in channels, out channels, H, W): INIT_STAGE_G's upsample1..4, the stage-2/3
+# ResBlocks (64 channels at 64^2 and 128^2) and NEXT_STAGE_G's upBlock at 128^2 -> 256^2.
+CASES = {
+    "init_up1_512x4": ("up", 512, 256, 4),
+    "init_up2_256x8": ("up", 256, 128, 8),
+    "init_up3_128x16": ("up", 128, 64, 16),
+    "init_up4_64x32": ("up", 64, 32, 32),
+    "next_up_64x128": ("up", 64, 32, 128),
+    "res_64x64": ("res", 64, 64, 64),
+    "res_64x128": ("res", 64, 64, 128),
+}
+
+
+def conv_macs(kind: str, ci: int, co: int, size: int, fast: bool) -> int:
+    """Multiply-adds of the block's convolutions, forward, per batch."""
+    if kind == "res":
+        return BATCH * size * size * 9 * (ci * 2 * ci + ci * ci)
+    if fast and size * size <= 64:  # per-phase GEMMs: exactly 16 per input pixel
+        return BATCH * size * size * 16 * ci * 2 * co
+    if fast:  # one 2x2 conv with 4 * 2co outputs over (H+1) x (W+1)
+        return BATCH * (size + 1) ** 2 * 4 * ci * 4 * 2 * co
+    return BATCH * (2 * size) ** 2 * 9 * ci * 2 * co
+
+
+def make(kind: str, ci: int, co: int, size: int, channels_last: bool, device: str):
+    module = (upBlock(ci, co) if kind == "up" else ResBlock(ci)).to(device)
+    x = torch.randn(BATCH, ci, size, size, device=device)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    return module, x
+
+
+@pytest.mark.parametrize("passes,layout", [("fwd", "nchw"), ("fwd+bwd", "nchw"), ("fwd+bwd", "channels_last")])
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("impl", IMPLS)
+def test_blocks(benchmark, impl, case, passes, layout):
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    kind, ci, co, size = CASES[case]
+    module, x = make(kind, ci, co, size, layout == "channels_last", device)
+    backward = passes == "fwd+bwd"
+    macs_ref = conv_macs(kind, ci, co, size, fast=False) * (3 if backward else 1)
+    macs_fast = conv_macs(kind, ci, co, size, fast=True) * (3 if backward else 1)
+    record(benchmark, group=f"blocks/{case}/{passes}/{layout}", impl=impl, device=device,
+           shapes={"x": list(x.shape), "module": f"{type(module).__name__}({ci}, {co})"},
+           flops=2 * (macs_fast if impl == "fast" else macs_ref))
+    benchmark.extra_info.update(macs_reference=macs_ref, macs_fast=macs_fast)
+    if backward:
+        x.requires_grad_()
+        with torch.no_grad():
+            grad = torch.randn_like(module(x))
+
+        def step():
+            with attngan_fast.backend(impl):
+                out = module(x)
+            out.backward(grad)
+    else:
+        module.eval()
+
+        def step():
+            with torch.no_grad(), attngan_fast.backend(impl):
+                return module(x)
+
+    benchmark.pedantic(synchronized(step, device), rounds=3, warmup_rounds=1, iterations=1)
