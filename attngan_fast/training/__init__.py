@@ -1,0 +1,17 @@
+"""GAN training (spec §7.1): the trainer, its snapshots and the distributed plumbing."""
+from .checkpoint import export_original_netG, find_latest, load_snapshot
+from .distributed import DistInfo, init_distributed
+from .gan import GANTrainer, TrainOptions, build_discriminators, build_generator, prepare_batch
+
+__all__ = [
+    "DistInfo",
+    "GANTrainer",
+    "TrainOptions",
+    "build_discriminators",
+    "build_generator",
+    "export_original_netG",
+    "find_latest",
+    "init_distributed",
+    "load_snapshot",
+    "prepare_batch",
+]

@@ -1,0 +1,89 @@
+"""Tiny stand-ins for the training tests: a caption data set in the loader's item format, a small
+image encoder with DAMSM's outputs, and a tiny 2-stage configuration (64 + 128 px, attention)."""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from attngan_fast import config
+from attngan_fast.models import RNN_ENCODER
+
+N_WORDS = 12
+
+
+@contextlib.contextmanager
+def single_thread():
+    """Tiny models run fastest on one thread, and a shared 2-core machine thrashes with more."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def tiny_cfg(**overrides) -> config.Config:
+    base = {
+        "TREE.BRANCH_NUM": 2, "GAN.GF_DIM": 2, "GAN.DF_DIM": 2, "GAN.Z_DIM": 6, "GAN.CONDITION_DIM": 5,
+        "GAN.R_NUM": 1, "TEXT.EMBEDDING_DIM": 8, "TEXT.WORDS_NUM": 6, "TRAIN.BATCH_SIZE": 3,
+        "TRAIN.SMOOTH.LAMBDA": 5.0, "WORKERS": 0,
+    }
+    return config.load("bird_attn2", **{**base, **overrides})
+
+
+class TinyCaptionDataset(Dataset):
+    """``n`` items ``(imgs per stage, caption (WORDS_NUM, 1) int64, cap_len, class_id, key)``, a
+    pure function of the index (so any process loads the same item)."""
+
+    def __init__(self, cfg: config.Config, n: int = 12, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        sizes = [cfg.TREE.BASE_SIZE * 2**i for i in range(cfg.TREE.BRANCH_NUM)]
+        base = torch.rand(n, 3, sizes[-1], sizes[-1], generator=g) * 2 - 1
+        self.imgs = [F.interpolate(base, size=(s, s), mode="bilinear", align_corners=False) for s in sizes]
+        words = cfg.TEXT.WORDS_NUM
+        self.lens = torch.randint(2, words + 1, (n,), generator=g)
+        self.caps = torch.zeros(n, words, 1, dtype=torch.int64)
+        for i in range(n):
+            self.caps[i, : self.lens[i], 0] = torch.randint(1, N_WORDS, (int(self.lens[i]),), generator=g)
+        self.class_ids = torch.arange(n) % 4
+        self.ixtoword = {0: "<end>", **{i: f"w{i}" for i in range(1, N_WORDS)}}
+        self.wordtoix = {w: i for i, w in self.ixtoword.items()}
+
+    def __len__(self) -> int:
+        return len(self.lens)
+
+    def __getitem__(self, i: int):
+        return [im[i] for im in self.imgs], self.caps[i], int(self.lens[i]), int(self.class_ids[i]), f"key{i}"
+
+
+class TinyImageEncoder(nn.Module):
+    """images (B, 3, S, S) -> region features (B, E, 4, 4) and a global code (B, E)."""
+
+    def __init__(self, nef: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, nef, 3, stride=2, padding=1)
+        self.code = nn.Linear(nef, nef)
+
+    def forward(self, x):
+        h = F.adaptive_avg_pool2d(torch.tanh(self.conv(x)), 4)
+        return h, self.code(h.mean((2, 3)))
+
+
+def tiny_encoders(cfg: config.Config, seed: int = 1) -> tuple[nn.Module, nn.Module]:
+    torch.manual_seed(seed)
+    return RNN_ENCODER(N_WORDS, cfg, ninput=8), TinyImageEncoder(cfg.TEXT.EMBEDDING_DIM)
+
+
+def make_trainer(tmp_path, cfg=None, n=12, **options):
+    """A GANTrainer on the tiny data set, writing to ``tmp_path``."""
+    from attngan_fast.training import GANTrainer, TrainOptions
+
+    cfg = cfg or tiny_cfg()
+    dataset = TinyCaptionDataset(cfg, n=n)
+    text_encoder, image_encoder = tiny_encoders(cfg)
+    opts = TrainOptions(**{"out_dir": str(tmp_path), "seed": 3, "progress": False, "sample_every": 0, **options})
+    return GANTrainer(cfg, dataset, text_encoder, image_encoder, opts, ixtoword=dataset.ixtoword)
