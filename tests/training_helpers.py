@@ -87,3 +87,24 @@ def make_trainer(tmp_path, cfg=None, n=12, **options):
     text_encoder, image_encoder = tiny_encoders(cfg)
     opts = TrainOptions(**{"out_dir": str(tmp_path), "seed": 3, "progress": False, "sample_every": 0, **options})
     return GANTrainer(cfg, dataset, text_encoder, image_encoder, opts, ixtoword=dataset.ixtoword)
+
+
+def ddp_worker(rank: int, world_size: int, port: int, out_dir: str, options: dict, cfg_overrides: dict) -> None:
+    """One torchrun-like process of a gloo DDP run on the tiny data set (for torch.multiprocessing.spawn)."""
+    import os
+
+    from attngan_fast.training import GANTrainer, TrainOptions, init_distributed
+
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    torch.set_num_threads(1)
+    info = init_distributed("cpu")
+    cfg = tiny_cfg(**cfg_overrides)
+    dataset = TinyCaptionDataset(cfg, n=12)
+    text_encoder, image_encoder = tiny_encoders(cfg)
+    opts = TrainOptions(**{"out_dir": out_dir, "seed": 3, "progress": False, "sample_every": 0, **options})
+    trainer = GANTrainer(cfg, dataset, text_encoder, image_encoder, opts, ixtoword=dataset.ixtoword, dist_info=info)
+    trainer.train()
+    import torch.distributed as dist
+
+    dist.destroy_process_group()

@@ -224,9 +224,10 @@ class GANTrainer:
         if options.amp == "fp16" and self.device.type == "cpu" and not hasattr(torch.amp, "GradScaler"):
             raise ValueError("amp 'fp16' needs torch.amp.GradScaler")
 
-        _seed_everything(options.seed + self.dist.rank)
+        _seed_everything(options.seed)  # the same initial weights on every process
         self.netG = build_generator(cfg).to(self.device)
         self.netsD = [d.to(self.device) for d in build_discriminators(cfg)]
+        _seed_everything(options.seed + self.dist.rank)  # data augmentation differs per process
         if options.channels_last:
             self.netG.to(memory_format=torch.channels_last)
             for netD in self.netsD:
