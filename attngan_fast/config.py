@@ -73,6 +73,29 @@ class TextConfig:
 
 
 @dataclass(frozen=True)
+class DAMSMConfig:
+    """extension: the DAMSM image encoder (the original's is always Inception-v3)."""
+
+    # "inception_v3": CNN_ENCODER (frozen Inception-v3 + trained heads, 17x17 regions);
+    # "small_cnn": SmallImageEncoder, a small CNN trained from scratch (CPU / synthetic birds).
+    IMAGE_ENCODER: str = "inception_v3"
+    # torchvision inception_v3 state_dict file (ImageNet weights) for CNN_ENCODER; nothing is
+    # downloaded; '' leaves the backbone random (with a warning).
+    INCEPTION_WEIGHTS: str = ""
+    SMALL_CNN_WIDTH: int = 32  # channels of the small CNN's first stage (then 2x, 4x, 8x)
+    SMALL_CNN_INPUT: int = 64  # the small CNN resizes its input to this size (regions: INPUT / 8)
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """extension: synthetic birds, used when DATASET_NAME is 'synthetic_birds' and DATA_DIR is ''."""
+
+    NUM_IMAGES: int = 2500  # train + test
+    TEST_FRACTION: float = 0.2  # the last images (by index) form the test split
+    SEED: int = 0  # the set's content (attributes, captions)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration; attribute access mirrors the original (``cfg.TRAIN.SMOOTH.GAMMA1``)."""
 
@@ -88,6 +111,8 @@ class Config:
     TRAIN: TrainConfig = field(default_factory=TrainConfig)
     GAN: GANConfig = field(default_factory=GANConfig)
     TEXT: TextConfig = field(default_factory=TextConfig)
+    DAMSM: DAMSMConfig = field(default_factory=DAMSMConfig)  # extension
+    SYNTHETIC: SyntheticConfig = field(default_factory=SyntheticConfig)  # extension
 
     def replace(self, **overrides: Any) -> "Config":
         """A copy with ``overrides`` applied (dotted keys ``"GAN.GF_DIM"`` or nested dicts)."""
@@ -103,9 +128,11 @@ _CHOICES = {
     "RNN_TYPE": ("LSTM", "GRU"),
     "GAN.MASK_MODE": ("per_sample", "original"),
     "TREE.BRANCH_NUM": (1, 2, 3),
+    "DAMSM.IMAGE_ENCODER": ("inception_v3", "small_cnn"),
 }
 _POSITIVE = ("TRAIN.BATCH_SIZE", "GAN.DF_DIM", "GAN.GF_DIM", "GAN.Z_DIM", "GAN.CONDITION_DIM",
-             "TEXT.EMBEDDING_DIM", "TEXT.WORDS_NUM", "TEXT.CAPTIONS_PER_IMAGE", "TREE.BASE_SIZE")
+             "TEXT.EMBEDDING_DIM", "TEXT.WORDS_NUM", "TEXT.CAPTIONS_PER_IMAGE", "TREE.BASE_SIZE",
+             "DAMSM.SMALL_CNN_WIDTH", "DAMSM.SMALL_CNN_INPUT", "SYNTHETIC.NUM_IMAGES")
 
 
 def defaults() -> Config:
@@ -216,6 +243,8 @@ def _validate(cfg: Config) -> Config:
     for dotted in _POSITIVE:
         if _get(cfg, dotted) <= 0:
             raise ValueError(f"config key {dotted!r}: expected a positive value, got {_get(cfg, dotted)!r}")
+    if not 0.0 <= cfg.SYNTHETIC.TEST_FRACTION < 1.0:
+        raise ValueError(f"config key 'SYNTHETIC.TEST_FRACTION': expected 0 <= value < 1, got {cfg.SYNTHETIC.TEST_FRACTION}")
     if cfg.GAN.R_NUM < 0:
         raise ValueError(f"config key 'GAN.R_NUM': expected >= 0, got {cfg.GAN.R_NUM}")
     return cfg

@@ -131,3 +131,15 @@ def test_bad_file_names_the_key_and_file(tmp_path):
 def test_unknown_name():
     with pytest.raises(ValueError, match="no_such_config"):
         config.load("no_such_config")
+
+
+def test_extension_sections_damsm_and_synthetic():
+    cfg = config.load("synthetic_birds")
+    assert cfg.DAMSM.IMAGE_ENCODER == "small_cnn" and cfg.DATASET_NAME == "synthetic_birds"
+    assert config.defaults().DAMSM.IMAGE_ENCODER == "inception_v3"
+    assert config.load("DAMSM/bird").DAMSM.INCEPTION_WEIGHTS == ""
+    with pytest.raises(ValueError, match="SYNTHETIC.TEST_FRACTION"):
+        config.load("synthetic_birds", **{"SYNTHETIC.TEST_FRACTION": 1.5})
+    with pytest.raises(ValueError, match="DAMSM.SMALL_CNN_WIDTH"):
+        config.load("synthetic_birds", **{"DAMSM.SMALL_CNN_WIDTH": 0})
+    assert config.from_dict(cfg.to_dict()) == cfg

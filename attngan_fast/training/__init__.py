@@ -1,4 +1,5 @@
-"""GAN training (spec §7.1): the trainer, its snapshots and the distributed plumbing."""
+"""Training loops: DAMSM pre-training (``damsm``) and the GAN (``gan``, spec §7.1) with its snapshots
+and distributed plumbing."""
 from .checkpoint import export_original_netG, find_latest, load_snapshot
 from .distributed import DistInfo, init_distributed
 from .gan import GANTrainer, TrainOptions, build_discriminators, build_generator, prepare_batch

@@ -1,0 +1,67 @@
+"""``attngan-fast``: the command line. Each subcommand lives in the module it belongs to.
+
+A module listed in :data:`COMMAND_MODULES` defines ``register_cli(subparsers)``, which adds its
+subparser(s) and sets ``run=<function(args) -> exit code>`` as the parser default; this file only
+parses and dispatches. :func:`add_config_arguments` / :func:`config_from_args` give every
+command the same ``--cfg`` / ``--set KEY=VALUE`` options.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Optional, Sequence
+
+import yaml
+
+from . import config
+from ._version import __version__
+
+__all__ = ["main", "add_config_arguments", "config_from_args", "COMMAND_MODULES"]
+
+COMMAND_MODULES = (
+    "attngan_fast.data.synthetic",  # make-synthetic
+    "attngan_fast.training.damsm",  # pretrain-damsm
+)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    """``--cfg NAME_OR_PATH`` and repeatable ``--set KEY=VALUE`` (value parsed as YAML)."""
+    parser.add_argument("--cfg", required=required,
+                        help=f"config file or shipped name ({', '.join(config.available())})")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set TRAIN.MAX_EPOCH=5 (repeatable)")
+
+
+def config_from_args(args: argparse.Namespace) -> config.Config:
+    """The config named by ``--cfg`` with the ``--set`` overrides applied."""
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE")
+        overrides[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+    try:
+        return config.load(args.cfg, **overrides)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="attngan-fast", description="AttnGAN with fused kernels.")
+    parser.add_argument("--version", action="version", version=f"attngan_fast {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register_cli(subparsers)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``attngan-fast`` console script."""
+    args = build_parser().parse_args(argv)
+    return int(args.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
