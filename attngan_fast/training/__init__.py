@@ -2,7 +2,7 @@
 and distributed plumbing."""
 from .checkpoint import export_original_netG, find_latest, load_snapshot
 from .distributed import DistInfo, init_distributed
-from .gan import GANTrainer, TrainOptions, build_discriminators, build_generator, prepare_batch
+from .gan import GANTrainer, TrainOptions, build_discriminators, build_generator, collate_shards
 
 __all__ = [
     "DistInfo",
@@ -10,9 +10,9 @@ __all__ = [
     "TrainOptions",
     "build_discriminators",
     "build_generator",
+    "collate_shards",
     "export_original_netG",
     "find_latest",
     "init_distributed",
     "load_snapshot",
-    "prepare_batch",
 ]
