@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "attngan_fast.training.gan",  # train
     "attngan_fast.sampling",  # generate
     "attngan_fast.metrics.evaluate",  # evaluate
+    "attngan_fast.demo",  # demo
 )
 
 

@@ -36,7 +36,7 @@ from .data.text import Vocabulary, load_captions_pickle
 from .models import G_DCGAN, G_NET, RNN_ENCODER
 from .visualize import attention_figure, to_pil
 
-__all__ = ["Generation", "Generator", "register_cli"]
+__all__ = ["Generation", "Generator", "damsm_attention", "register_cli"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -48,7 +48,8 @@ class Generation:
     texts: the caption of each row; words: the words kept (known to the vocabulary) per row;
     unknown: the words dropped per row; images: one (N, 3, S, S) tensor in [-1, 1] per stage (CPU);
     attention: one (N, T, h, w) tensor per attention stage (T = longest caption; rows beyond a
-    caption's length are 0).
+    caption's length are 0); attention_labels: their names in the pictures (default "stage k");
+    captions: the word ids (N, T) fed to the text encoder (0-padded).
     """
 
     texts: list[str]
@@ -57,6 +58,8 @@ class Generation:
     images: list[Tensor]
     attention: list[Tensor] = field(default_factory=list)
     num: int = 1
+    attention_labels: Optional[list[str]] = None
+    captions: Optional[Tensor] = None
 
     def pil(self, stage: int = -1) -> list[Image.Image]:
         """The images of ``stage`` (default the last) as PIL images, one per row."""
@@ -65,7 +68,7 @@ class Generation:
     def attention_figure(self, row: int, cell_size: int = 128) -> Image.Image:
         """The paper's attention picture of ``row`` (see :func:`attngan_fast.visualize.attention_figure`)."""
         return attention_figure([im[row] for im in self.images], [a[row] for a in self.attention],
-                                self.words[row], cell_size)
+                                self.words[row], cell_size, self.attention_labels)
 
     def save(self, out_dir: PathLike, prefix: str = "") -> list[Path]:
         """Write ``{i:03d}_{j}_g{stage}.png`` per row and stage and ``{i:03d}_{j}_attention.png``
@@ -224,9 +227,35 @@ class Generator:
         for r, k in enumerate(rows):
             captions[r, : len(encoded[k])] = torch.tensor(encoded[k])
         images, attention = self.generate_ids(captions, lens, seed=seed, batch_size=batch_size)
-        result = Generation([texts[k] for k in rows], [[self.vocab.ixtoword[i] for i in encoded[k]] for k in rows],
-                            [unknown[k] for k in rows], images, attention, num)
-        return result.pil() if output == "pil" else result
+        return Generation([texts[k] for k in rows], [[self.vocab.ixtoword[i] for i in encoded[k]] for k in rows],
+                          [unknown[k] for k in rows], images, attention, num, captions=captions) \
+            if output == "tensor" else \
+            [to_pil(img) for img in images[-1]]
+
+
+@torch.no_grad()
+def damsm_attention(result: Generation, text_encoder: nn.Module, image_encoder: nn.Module, cfg: Config,
+                    batch_size: int = 32) -> Tensor:
+    """DAMSM's word attention over the final images of ``result``: (N, T, h, w) on the image
+    encoder's region grid (``func_attention`` of each caption's words against its own image, as
+    the original draws it in DAMSM pre-training). For a model without attention stages (one stage)
+    this is the attention picture to draw.
+    """
+    from .losses import words_loss
+
+    if result.captions is None:
+        raise ValueError("result: no word ids (captions) recorded")
+    device = next(image_encoder.parameters()).device
+    lens = (result.captions != 0).sum(1)
+    width = result.captions.size(1)
+    maps = []
+    for start in range(0, len(lens), batch_size):
+        caps, n = result.captions[start:start + batch_size], lens[start:start + batch_size]
+        regions, _ = image_encoder(result.images[-1][start:start + batch_size].to(device))
+        words_emb, _ = text_encoder(caps[:, : int(n.max())].to(device), n)
+        _, _, att = words_loss(regions, words_emb, None, n, None, len(n), cfg)
+        maps += [torch.nn.functional.pad(a[0].float().cpu(), (0, 0, 0, 0, 0, width - a.size(1))) for a in att]
+    return torch.stack(maps)
 
 
 def _config(cfg: Union[Config, PathLike]) -> Config:
