@@ -61,6 +61,7 @@ def attention_figure(
     attention: Sequence[Tensor],
     words: Sequence[str],
     cell_size: int = 128,
+    labels: Optional[Sequence[str]] = None,
 ) -> Image.Image:
     """The paper's attention visualisation for one generated sample.
 
@@ -68,10 +69,12 @@ def attention_figure(
     attention: the word attention of each attention stage, each (T, h_j, w_j) (stage j + 2 of
         G_NET attends over stage j + 1's features; T >= len(words)).
     words: the caption's words (their attention rows come first).
+    labels: the first cell's caption per row (default "stage {j + 2}").
 
     One row per attention stage: the image that stage produced, then for every word that image
     lit by the word's attention map (upsampled, scaled to its maximum), the word written under it.
     A model without attention stages (``attention`` empty) gives one row with the final image.
+    With a single stage image, every row shows that image (e.g. DAMSM's word attention over it).
     """
     if not images:
         raise ValueError("images: expected at least one stage image")
@@ -86,7 +89,7 @@ def attention_figure(
             raise ValueError(f"attention[{j}]: expected (T >= {len(words)}, h, w), got {tuple(att.shape)}")
         image = stage_images[min(j + 1, len(stage_images) - 1)]
         base = _resized(image, cell_size)
-        row = [_cell_with_label(base, f"stage {j + 2}", font)]
+        row = [_cell_with_label(base, labels[j] if labels else f"stage {j + 2}", font)]
         maps = F.interpolate(att[: len(words)].detach().float().cpu().unsqueeze(0), size=(cell_size, cell_size),
                              mode="bilinear", align_corners=False)[0]
         maps = maps / maps.amax(dim=(1, 2), keepdim=True).clamp(min=1e-12)

@@ -4,7 +4,10 @@ W processes x K accumulation steps x micro-batch b compute exactly what 1 proces
 accumulation steps x b computes: the same shards of the shuffled data, the same noise rows, the
 same per-shard sorting, padding and BatchNorm statistics, the same in-shard wrong-caption pairs and
 DAMSM negatives; only the order in which gradients are summed differs. With 2 terms the sum is
-bitwise the same (a + b == b + a); with 4 it agrees to float32 rounding.
+bitwise the same (a + b == b + a). With 4 terms ((g0 + g2) + (g1 + g3) across two processes vs
+((g0 + g1) + g2) + g3 in one) the gradients agree to float32 rounding, but Adam's first steps
+are close to sign(g) * lr: an element whose gradient cancels to rounding noise can move by up to
+2 * lr (4e-4) differently, and the next losses differ at the 1e-5 level.
 
 (A single process with one batch of W*K*b is *not* the same computation: BatchNorm statistics,
 the wrong-caption pairs and the DAMSM in-batch negatives would span the whole batch.)
@@ -32,12 +35,12 @@ def losses(path):
     return [{k: v for k, v in json.loads(line).items() if k != "imgs_per_s"} for line in path.read_text().splitlines()]
 
 
-# (processes, accumulation steps per process, micro-batch, relative tolerance)
-CASES = [(2, 1, 3, 0.0), (2, 2, 2, 1e-6)]
+# (processes, accumulation steps per process, micro-batch, loss rtol, parameter atol)
+CASES = [(2, 1, 3, 0.0, 0.0), (2, 2, 2, 1e-4, 2 * 2e-4)]
 
 
-@pytest.mark.parametrize("world_size, accum, batch, rtol", CASES)
-def test_ddp_matches_single_process_accumulation(tmp_path, world_size, accum, batch, rtol):
+@pytest.mark.parametrize("world_size, accum, batch, rtol, atol", CASES)
+def test_ddp_matches_single_process_accumulation(tmp_path, world_size, accum, batch, rtol, atol):
     overrides = {"TRAIN.BATCH_SIZE": batch}
     options = {"max_epochs": 2, "snapshot_every": 1, "accum_steps": accum}
     mp.spawn(ddp_worker, args=(world_size, free_port(), str(tmp_path / "ddp"), options, overrides), nprocs=world_size)
@@ -53,9 +56,7 @@ def test_ddp_matches_single_process_accumulation(tmp_path, world_size, accum, ba
             assert a[k] == pytest.approx(b[k], rel=rtol, abs=0), (a["step"], k)
     snap = load_snapshot(tmp_path / "ddp" / "checkpoint_epoch_2.pt")
     assert len(snap["rng"]) == world_size  # every rank's RNG state is kept
-    # Adam divides by sqrt of the second moment: a rounding-level gradient difference on an
-    # element with a tiny gradient becomes a ~1e-7 step difference
-    close = dict(rtol=rtol, atol=1e-6 if rtol else 0)
+    close = dict(rtol=0, atol=atol)
     for name, p in single.netG.named_parameters():
         torch.testing.assert_close(snap["netG"][name], p.detach(), **close)
     for state, netD in zip(snap["netsD"], single.netsD):

@@ -16,8 +16,9 @@ import torch
 
 from attngan_fast.losses import KL_loss, discriminator_loss, generator_loss
 from attngan_fast.models import G_NET
-from attngan_fast.training import GANTrainer, TrainOptions, find_latest, load_snapshot, prepare_batch
-from training_helpers import make_trainer, single_thread, tiny_cfg
+from attngan_fast.training import GANTrainer, TrainOptions, collate_shards, find_latest, load_snapshot
+from attngan_fast.cli import main
+from training_helpers import make_trainer, single_thread, synthetic_run_files, tiny_cfg
 
 TESTS = Path(__file__).resolve().parent
 
@@ -36,42 +37,42 @@ def first_batch(trainer: GANTrainer):
     return next(iter(trainer._loader(0)))
 
 
-def test_prepare_batch_sorts_and_cuts():
-    imgs = [torch.arange(4.0).view(4, 1, 1, 1).expand(4, 3, 2, 2)]
-    caps = torch.tensor([[1, 0, 0, 0], [1, 2, 3, 0], [4, 5, 0, 0], [6, 7, 8, 0]]).unsqueeze(2)
-    lens = torch.tensor([1, 3, 2, 3])
-    out_imgs, out_caps, out_lens, out_cls, order = prepare_batch(imgs, caps, lens, torch.tensor([9, 8, 7, 6]))
-    assert out_lens.tolist() == [3, 3, 2, 1]
-    assert order.tolist() == [1, 3, 2, 0]  # stable among equal lengths
-    assert out_caps.tolist() == [[1, 2, 3], [6, 7, 8], [4, 5, 0], [1, 0, 0]]
-    assert out_cls.tolist() == [8, 6, 7, 9]
-    assert out_imgs[0][:, 0, 0, 0].tolist() == [1, 3, 2, 0]
-    rows = torch.tensor([0, 2])
-    assert prepare_batch(imgs, caps, lens, lens, rows)[1].tolist() == [[4, 5], [1, 0]]
+def test_micro_batches_are_interleaved_and_sorted(tmp_path):
+    trainer = make_trainer(tmp_path, accum_steps=2)
+    dataset = trainer.dataset
+    first = collate_shards([dataset[i] for i in range(6)], shards=2)
+    assert [b.keys for b in first] == [sorted(["key0", "key2", "key4"], key=lambda k: -dataset.lens[int(k[3:])]),
+                                       sorted(["key1", "key3", "key5"], key=lambda k: -dataset.lens[int(k[3:])])]
+    for b in first:
+        assert b.cap_lens.tolist() == sorted(b.cap_lens.tolist(), reverse=True)
+    batches = first_batch(trainer)
+    assert len(batches) == 2 and all(b.captions.shape == (3, 6) for b in batches)
 
 
 def test_train_step_matches_the_original_schedule(tmp_path):
     """One step == D steps then the G step written out by hand with the shared losses."""
     trainer = make_trainer(tmp_path)
     cfg = trainer.cfg
-    batch = first_batch(trainer)
+    batches = first_batch(trainer)
     G0, Ds0 = params(trainer.netG), [params(d) for d in trainer.netsD]
     noise_state = trainer.noise_gen.get_state()
-    logs = trainer.train_step(batch)
+    logs = trainer.train_step(batches)
 
     # the same step by hand
     ref = make_trainer(tmp_path / "ref")
     netG, netsD = ref.netG, ref.netsD
     assert all(torch.equal(a, b) for a, b in zip(params(netG), G0))
-    imgs, caps, lens, cls, order = prepare_batch(batch[0], batch[1], batch[2], batch[3])
+    (batch,) = batches
+    imgs, caps, lens, cls = batch.imgs, batch.captions, batch.cap_lens, batch.class_ids
+    assert lens.tolist() == sorted(lens.tolist(), reverse=True)
     gen = torch.Generator().manual_seed(0)
     gen.set_state(noise_state)
     b = caps.size(0)
-    noise = torch.randn(b, cfg.GAN.Z_DIM, generator=gen)[order]
-    eps = torch.randn(b, cfg.GAN.CONDITION_DIM, generator=gen)[order]
+    noise = torch.randn(b, cfg.GAN.Z_DIM, generator=gen)
+    eps = torch.randn(b, cfg.GAN.CONDITION_DIM, generator=gen)
     with torch.no_grad():
         words, sent = ref.text_encoder(caps, lens)
-    fakes, _, mu, logvar = netG(noise, sent, words, caps == 0, eps)
+    fakes, _, mu, logvar = netG(noise, sent, words, (caps == 0)[:, : words.size(2)], eps)
     ones, zeros = torch.ones(b), torch.zeros(b)
     optD = [torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999)) for d in netsD]
     for i, netD in enumerate(netsD):
@@ -240,3 +241,24 @@ def test_time_budget_stops_and_snapshots(tmp_path):
     summary = trainer.train()
     assert summary["stopped_by_time"] and summary["steps"] == 1 and summary["epochs"] == 0
     assert (tmp_path / "checkpoint_epoch_0.pt").exists()
+
+
+def test_train_cli_and_resume(tmp_path, capsys):
+    cfg_path, cfg, _ = synthetic_run_files(tmp_path)
+    out = tmp_path / "run"
+    base = ["train", "--cfg", str(cfg_path), "--out", str(out), "--seed", "7", "--device", "cpu", "--no-progress",
+            "--sample-every", "5", "--backend", "reference"]
+    assert main(base + ["--max-epochs", "1"]) == 0
+    assert "trained 1 epochs, 10 steps" in capsys.readouterr().out
+    run = json.loads((out / "run.json").read_text())
+    assert run["options"]["seed"] == 7 and run["backend"] == "reference" and run["steps"] == 10
+    # --resume takes the config and options from the snapshot; --max-epochs extends the run
+    assert main(["train", "--out", str(out), "--resume", "--max-epochs", "2"]) == 0
+    assert "trained 2 epochs, 20 steps" in capsys.readouterr().out
+    snap = load_snapshot(out / "checkpoint_epoch_2.pt")
+    assert snap["options"]["seed"] == 7 and snap["options"]["sample_every"] == 5
+    assert (out / "samples" / "step_0000015_attention.png").exists()
+    with pytest.raises(SystemExit, match="no snapshot"):
+        main(["train", "--out", str(tmp_path / "empty"), "--resume"])
+    with pytest.raises(SystemExit, match="TRAIN.NET_E is empty"):
+        main(["train", "--cfg", str(cfg_path), "--set", "TRAIN.NET_E=", "--out", str(tmp_path / "x")])

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from attngan_fast import config
+from attngan_fast.data import Sample
 from attngan_fast.models import RNN_ENCODER
 
 N_WORDS = 12
@@ -36,8 +37,8 @@ def tiny_cfg(**overrides) -> config.Config:
 
 
 class TinyCaptionDataset(Dataset):
-    """``n`` items ``(imgs per stage, caption (WORDS_NUM, 1) int64, cap_len, class_id, key)``, a
-    pure function of the index (so any process loads the same item)."""
+    """``n`` random :class:`~attngan_fast.data.Sample` items, a pure function of the index (so any
+    process loads the same item)."""
 
     def __init__(self, cfg: config.Config, n: int = 12, seed: int = 0) -> None:
         g = torch.Generator().manual_seed(seed)
@@ -46,9 +47,9 @@ class TinyCaptionDataset(Dataset):
         self.imgs = [F.interpolate(base, size=(s, s), mode="bilinear", align_corners=False) for s in sizes]
         words = cfg.TEXT.WORDS_NUM
         self.lens = torch.randint(2, words + 1, (n,), generator=g)
-        self.caps = torch.zeros(n, words, 1, dtype=torch.int64)
+        self.caps = torch.zeros(n, words, dtype=torch.int64)
         for i in range(n):
-            self.caps[i, : self.lens[i], 0] = torch.randint(1, N_WORDS, (int(self.lens[i]),), generator=g)
+            self.caps[i, : self.lens[i]] = torch.randint(1, N_WORDS, (int(self.lens[i]),), generator=g)
         self.class_ids = torch.arange(n) % 4
         self.ixtoword = {0: "<end>", **{i: f"w{i}" for i in range(1, N_WORDS)}}
         self.wordtoix = {w: i for i, w in self.ixtoword.items()}
@@ -57,7 +58,7 @@ class TinyCaptionDataset(Dataset):
         return len(self.lens)
 
     def __getitem__(self, i: int):
-        return [im[i] for im in self.imgs], self.caps[i], int(self.lens[i]), int(self.class_ids[i]), f"key{i}"
+        return Sample([im[i] for im in self.imgs], self.caps[i], int(self.lens[i]), int(self.class_ids[i]), f"key{i}")
 
 
 class TinyImageEncoder(nn.Module):
@@ -108,3 +109,29 @@ def ddp_worker(rank: int, world_size: int, port: int, out_dir: str, options: dic
     import torch.distributed as dist
 
     dist.destroy_process_group()
+
+
+def synthetic_run_files(tmp_path, **overrides):
+    """A tiny synthetic-birds GAN config file and untrained DAMSM encoder files for it.
+
+    Returns (config path, config, text encoder path).
+    """
+    import yaml
+
+    from attngan_fast.data import build_dataset
+    from attngan_fast.training.damsm import build_image_encoder, build_text_encoder
+
+    base = {"SYNTHETIC.NUM_IMAGES": 50, "TRAIN.BATCH_SIZE": 4, "TRAIN.MAX_EPOCH": 2, "TRAIN.SNAPSHOT_INTERVAL": 1,
+            "GAN.GF_DIM": 2, "GAN.DF_DIM": 2, "GAN.Z_DIM": 6, "GAN.CONDITION_DIM": 5, "TEXT.EMBEDDING_DIM": 8,
+            "DAMSM.SMALL_CNN_WIDTH": 4, "DAMSM.SMALL_CNN_INPUT": 32}
+    cfg = config.load("demo_birds", **{**base, **overrides})
+    n_words = build_dataset(cfg, "train", seed=0).n_words
+    torch.manual_seed(0)
+    model = tmp_path / "damsm" / "Model"
+    model.mkdir(parents=True)
+    torch.save(build_text_encoder(cfg, n_words).state_dict(), model / "text_encoder0.pth")
+    torch.save(build_image_encoder(cfg).state_dict(), model / "image_encoder0.pth")
+    cfg = cfg.replace(**{"TRAIN.NET_E": str(model / "text_encoder0.pth")})
+    path = tmp_path / "tiny_birds.yml"
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    return path, cfg, model / "text_encoder0.pth"

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-__all__ = ["DistInfo", "init_distributed", "convert_sync_batchnorm", "all_mean", "gather_objects"]
+__all__ = ["DistInfo", "init_distributed", "convert_sync_batchnorm", "all_mean", "any_rank", "gather_objects"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,15 @@ def all_mean(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
     out = values.clone()
     dist.all_reduce(out)
     return out / info.world_size
+
+
+def any_rank(flag: bool, info: DistInfo) -> bool:
+    """True on every rank when ``flag`` is True on any rank (so that all ranks stop together)."""
+    if not info.distributed:
+        return flag
+    t = torch.tensor([float(flag)], device=info.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 def gather_objects(obj: Any, info: DistInfo) -> list[Any]:

@@ -2,8 +2,9 @@
 
 Per step, for each micro-batch (one per process and per accumulation step; see *Sharding*):
 
-1. sort the captions by length (descending), truncate the padding to the longest one;
-2. encode them with the frozen text encoder (eval mode, no gradients) and build the word mask;
+1. sort the captions by length, longest first (:func:`attngan_fast.data.collate`);
+2. encode them with the frozen text encoder (eval mode, no gradients) and build the word mask
+   (``captions == 0`` over the longest caption's length);
 3. run G on Gaussian noise and the CA noise;
 4. for every stage i: D_i's loss (conditional, unconditional and wrong-caption terms) on the real
    image of that scale and the detached fake, backward, Adam step;
@@ -17,8 +18,9 @@ G's gradients are the same).
 
 Sharding. ``TRAIN.BATCH_SIZE`` (b) is the micro-batch: what one forward pass sees. With W
 processes (torchrun) and K accumulation steps a step consumes W*K*b images. Micro-batch q = W*k +
-rank takes rows q, q + W*K, ... of the step's block of the shuffled data set and of the noise
-(drawn for the whole block on every process from one seeded generator), has its own sort, padding,
+rank takes items q, q + W*K, ... of the step's block of the shuffled data set and rows q, q + W*K,
+... of the noise (drawn for the whole block on every process from one seeded generator), has its
+own sort, padding,
 BatchNorm statistics and batch-coupled loss terms (the wrong-caption pairs and DAMSM's
 in-batch negatives), and the gradients are averaged. So W processes x K steps compute exactly what
 1 process x W*K accumulation steps computes, whatever W and K; a single micro-batch of W*K*b
@@ -28,8 +30,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
-import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -44,14 +46,15 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..config import Config
+from ..data import Batch, collate
 from ..io import atomic_write_text
 from ..losses import KL_loss, discriminator_loss, generator_loss
 from ..models import D_NET64, D_NET128, D_NET256, G_DCGAN, G_NET, weights_init
 from ..visualize import attention_figure, image_grid
 from . import checkpoint as ckpt
-from .distributed import DistInfo, all_mean, convert_sync_batchnorm, gather_objects
+from .distributed import DistInfo, all_mean, any_rank, convert_sync_batchnorm, gather_objects
 
-__all__ = ["TrainOptions", "GANTrainer", "build_generator", "build_discriminators", "prepare_batch"]
+__all__ = ["TrainOptions", "GANTrainer", "build_generator", "build_discriminators", "collate_shards"]
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -119,23 +122,9 @@ def build_discriminators(cfg: Config) -> list[nn.Module]:
     return netsD
 
 
-def prepare_batch(
-    imgs: Sequence[Tensor], captions: Tensor, cap_lens: Tensor, class_ids: Tensor, rows: Optional[Tensor] = None
-) -> tuple[list[Tensor], Tensor, Tensor, Tensor, Tensor]:
-    """Select ``rows`` (default all), sort them by caption length (descending, stable) and cut the
-    captions to the longest one.
-
-    imgs: per stage (N, 3, S, S); captions: (N, L) or (N, L, 1) int64; cap_lens, class_ids: (N,).
-    Returns imgs, captions (n, T), cap_lens, class_ids (sorted) and the order: positions into ``rows``.
-    """
-    captions = captions.reshape(captions.size(0), -1)
-    if rows is None:
-        rows = torch.arange(captions.size(0))
-    order = torch.sort(cap_lens[rows], descending=True, stable=True).indices
-    idx = rows[order]
-    lens = cap_lens[idx]
-    width = int(lens.max())
-    return [im[idx] for im in imgs], captions[idx, :width], lens, class_ids[idx], order
+def collate_shards(samples: Sequence[Any], shards: int) -> list[Batch]:
+    """Items ``k, k + shards, ...`` of ``samples`` -> micro-batch k, each collated (sorted by length)."""
+    return [collate(samples[k::shards]) for k in range(shards)]
 
 
 class _FloatOutputs(nn.Module):
@@ -180,7 +169,7 @@ class _DiscriminatorLoss(nn.Module):
 @dataclass
 class _MicroBatch:
     imgs: list[Tensor]
-    captions: Tensor
+    captions: Tensor  # (b, WORDS_NUM), sorted by length
     cap_lens: Tensor  # on the CPU
     class_ids: Tensor
     words_embs: Tensor
@@ -193,7 +182,7 @@ class _MicroBatch:
 class GANTrainer:
     """Trains G and the Ds of ``cfg`` on ``dataset`` against frozen DAMSM encoders.
 
-    dataset: items ``(imgs per stage, caption (L,) or (L, 1) int64, cap_len, class_id, key)``.
+    dataset: a :class:`~attngan_fast.data.CaptionDataset` (items :class:`~attngan_fast.data.Sample`).
     text_encoder: RNN_ENCODER; image_encoder: maps images (B, 3, S, S) to (region features
         (B, E, h, w), code (B, E)); both are frozen and put in eval mode here.
     ixtoword: word per id (for the attention pictures and the snapshot).
@@ -295,11 +284,14 @@ class GANTrainer:
             seed=self.options.seed, drop_last=False,
         )
         sampler.set_epoch(epoch)
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
         generator = torch.Generator().manual_seed(self.options.seed * 1_000_003 + epoch)
         workers = self.options.workers if self.options.workers is not None else self.cfg.WORKERS
         loader = DataLoader(
             self.dataset, batch_size=self.batch_size * self.options.accum_steps, sampler=sampler,
             num_workers=workers, drop_last=True, pin_memory=self.device.type == "cuda", generator=generator,
+            collate_fn=functools.partial(collate_shards, shards=self.options.accum_steps),
         )
         if len(loader) == 0:
             raise ValueError(
@@ -309,46 +301,40 @@ class GANTrainer:
             )
         return loader
 
-    def _micro_batches(self, batch: Sequence[Any]) -> list[_MicroBatch]:
-        imgs, captions, cap_lens, class_ids = batch[0], batch[1], torch.as_tensor(batch[2]), torch.as_tensor(batch[3])
+    def _micro_batches(self, batches: Sequence[Batch]) -> list[_MicroBatch]:
         K, W, b = self.options.accum_steps, self.dist.world_size, self.batch_size
         cfg = self.cfg
         # noise for the whole block of W*K*b images, identical on every process
         noise_all = torch.randn(W * K * b, cfg.GAN.Z_DIM, generator=self.noise_gen, device=self.device)
         eps_all = torch.randn(W * K * b, cfg.GAN.CONDITION_DIM, generator=self.noise_gen, device=self.device)
+        memory_format = torch.channels_last if self.options.channels_last else torch.contiguous_format
         out = []
-        for k in range(K):
+        for k, batch in enumerate(batches):
             shard = W * k + self.dist.rank
-            rows = torch.arange(k, K * b, K)
-            mb_imgs, caps, lens, cls, order = prepare_batch(imgs, captions, cap_lens.long(), class_ids, rows)
-            mb = self._encode(mb_imgs, caps, lens, cls)
-            order = order.to(self.device)
-            noise = noise_all[shard :: W * K][order]
-            eps = eps_all[shard :: W * K][order]
-            mask = mb.captions == 0
-            mb.fake_imgs, _, mb.mu, mb.logvar = self._G(noise, mb.sent_emb, mb.words_embs, mask, eps)
+            imgs = [im.to(self.device, non_blocking=True).contiguous(memory_format=memory_format) for im in batch.imgs]
+            captions = batch.captions.to(self.device, non_blocking=True)
+            with torch.no_grad():
+                words_embs, sent_emb = self.text_encoder(captions, batch.cap_lens)
+            mb = _MicroBatch(imgs, captions, batch.cap_lens, batch.class_ids.to(self.device), words_embs, sent_emb)
+            mask = (captions == 0)[:, : words_embs.size(2)]
+            mb.fake_imgs, _, mb.mu, mb.logvar = self._G(
+                noise_all[shard :: W * K], sent_emb, words_embs, mask, eps_all[shard :: W * K]
+            )
             out.append(mb)
         return out
 
-    def _encode(self, imgs: list[Tensor], caps: Tensor, lens: Tensor, class_ids: Tensor) -> _MicroBatch:
-        memory_format = torch.channels_last if self.options.channels_last else torch.contiguous_format
-        imgs = [im.to(self.device, non_blocking=True).contiguous(memory_format=memory_format) for im in imgs]
-        caps = caps.to(self.device, non_blocking=True)
-        with torch.no_grad():
-            words_embs, sent_emb = self.text_encoder(caps, lens)
-        return _MicroBatch(imgs, caps, lens, class_ids.to(self.device), words_embs.detach(), sent_emb.detach())
-
     # ------------------------------------------------------------------ one step
-    def train_step(self, batch: Sequence[Any]) -> dict[str, Tensor]:
-        """One optimizer step of every D and of G on ``batch`` (this process's K*b items).
+    def train_step(self, batches: Sequence[Batch]) -> dict[str, Tensor]:
+        """One optimizer step of every D and of G on this process's K micro-batches of b items.
 
         Returns the losses (detached scalars, averaged over micro-batches; not over processes).
         """
         K = self.options.accum_steps
-        micro = self._micro_batches(batch)
+        micro = self._micro_batches(batches)
         if self.fixed_batch is None:
             n = min(self.options.num_samples, micro[0].captions.size(0))
-            self.fixed_batch = {"captions": micro[0].captions[:n].cpu(), "cap_lens": micro[0].cap_lens[:n].clone()}
+            width = int(micro[0].cap_lens[:n].max())
+            self.fixed_batch = {"captions": micro[0].captions[:n, :width].cpu(), "cap_lens": micro[0].cap_lens[:n].clone()}
         b = micro[0].captions.size(0)
         real_labels = torch.ones(b, device=self.device)
         fake_labels = torch.zeros(b, device=self.device)
@@ -433,10 +419,14 @@ class GANTrainer:
                 bar.update(1)
                 if main and opts.sample_every and self.step % opts.sample_every == 0:
                     self.render_samples()
-                if deadline is not None and time.monotonic() > deadline:
+                if deadline is not None and any_rank(time.monotonic() > deadline, self.dist):
                     stopped = True
                     break
             bar.close()
+            if main and opts.progress and last:
+                _write(f"epoch {epoch}: step {self.step} | " + " ".join(
+                    f"{k} {v:.3g}" for k, v in last.items() if k != "imgs_per_s")
+                    + f" | {last.get('imgs_per_s', 0.0):.1f} img/s | {time.perf_counter() - start:.0f} s")
             if stopped:
                 break
             self.epoch = epoch + 1
@@ -596,6 +586,12 @@ def _stack_vertically(images: list) -> Any:
     return out
 
 
+def _write(line: str) -> None:
+    from tqdm.auto import tqdm
+
+    tqdm.write(line)
+
+
 class _NoProgress:
     def set_postfix(self, *args: Any, **kwargs: Any) -> None:
         pass
@@ -613,3 +609,113 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, leave=False)
+
+
+# ---------------------------------------------------------------------------------------- running
+def train_gan(
+    cfg: Config,
+    options: TrainOptions,
+    *,
+    resume: Optional[str | Path] = None,
+    dist_info: Optional[DistInfo] = None,
+) -> dict[str, Any]:
+    """Train the GAN of ``cfg`` on its data set against the DAMSM encoders of ``cfg.TRAIN.NET_E``
+    (its ``image_encoder`` twin next to it); ``resume``: a snapshot to continue from.
+
+    Writes ``run.json`` (config, options, summary) next to the snapshots. Returns the summary.
+    """
+    from ..data import build_dataset
+    from .damsm import load_encoders
+
+    if not cfg.TRAIN.NET_E:
+        raise ValueError("TRAIN.NET_E is empty: the GAN trains against a pre-trained DAMSM text encoder "
+                         "(text_encoder<N>.pth, with image_encoder<N>.pth next to it); run "
+                         "`attngan-fast pretrain-damsm` first and set TRAIN.NET_E")
+    info = dist_info or DistInfo(device=torch.device(options.device))
+    dataset = build_dataset(cfg, "train", seed=options.seed)
+    text_encoder, image_encoder = load_encoders(cfg, dataset.n_words, cfg.TRAIN.NET_E, device=info.device)
+    trainer = GANTrainer(cfg, dataset, text_encoder, image_encoder, options, ixtoword=dataset.ixtoword,
+                         dist_info=info)
+    if resume is not None:
+        trainer.resume(resume)
+    summary = trainer.train()
+    if info.is_main:
+        from ..backend import get_backend
+        from ..io import atomic_write_json
+
+        atomic_write_json(Path(options.out_dir) / "run.json", {
+            "config": cfg.to_dict(), "options": asdict(options), "backend": get_backend(),
+            "world_size": info.world_size, "torch": torch.__version__, **summary,
+        })
+    return summary
+
+
+def register_cli(subparsers: Any) -> None:
+    """``attngan-fast train --cfg ... --out DIR [options]`` (also under ``torchrun``)."""
+    from ..cli import add_config_arguments
+
+    p = subparsers.add_parser(
+        "train", help="train the AttnGAN generator and discriminators",
+        description="Train G and the Ds (spec §7.1) against pre-trained DAMSM encoders (TRAIN.NET_E). "
+                    "Multi-GPU: torchrun --nproc_per_node N -m attngan_fast.cli train ...",
+    )
+    add_config_arguments(p, required=False)
+    p.add_argument("--out", required=True, help="output folder: snapshots, netG_epoch_*.pth, log.jsonl, samples/")
+    p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="SNAPSHOT",
+                   help="continue from a snapshot (default: the latest in --out); the config and options "
+                        "come from it unless given again")
+    p.add_argument("--seed", type=int, default=None, help="seed (default: random in 1..10000, as the original)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
+    p.add_argument("--backend", choices=("fast", "reference"), default="fast", help="fused kernels or the original math")
+    p.add_argument("--amp", choices=tuple(AMP_DTYPES), default=None, help="mixed precision (fp16 with a GradScaler)")
+    p.add_argument("--channels-last", action="store_true", default=None, help="channels_last memory format")
+    p.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                   help="torch.compile G and the Ds (default backend: inductor)")
+    p.add_argument("--accum-steps", type=int, default=None, help="micro-batches of TRAIN.BATCH_SIZE per step (1)")
+    p.add_argument("--sync-bn", action="store_true", default=None, help="SyncBatchNorm across processes (CUDA)")
+    p.add_argument("--max-epochs", type=int, default=None, help="default TRAIN.MAX_EPOCH")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop after this much training time")
+    p.add_argument("--snapshot-every", type=int, default=None, help="epochs (default TRAIN.SNAPSHOT_INTERVAL)")
+    p.add_argument("--sample-every", type=int, default=None, help="steps between sample grids (1000; 0: at the end)")
+    p.add_argument("--log-every", type=int, default=None, help="steps between log.jsonl records (1)")
+    p.add_argument("--workers", type=int, default=None, help="data loader workers (default WORKERS)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
+    p.set_defaults(run=_run_cli)
+
+
+_OPTION_ARGS = ("seed", "device", "amp", "channels_last", "compile", "accum_steps", "sync_bn", "max_epochs",
+                "max_minutes", "snapshot_every", "sample_every", "log_every", "workers", "progress")
+
+
+def _run_cli(args: Any) -> int:
+    from ..backend import set_backend
+    from ..cli import config_from_args
+    from ..config import from_dict
+    from .distributed import init_distributed
+
+    set_backend(args.backend)
+    given = {name: getattr(args, name) for name in _OPTION_ARGS if getattr(args, name) is not None}
+    resume, base = None, {}
+    if args.resume is not None:
+        resume = ckpt.find_latest(args.out) if args.resume == "latest" else Path(args.resume)
+        if resume is None:
+            raise SystemExit(f"error: --resume: no snapshot (checkpoint_epoch_*.pt) in {args.out}")
+        snap = ckpt.load_snapshot(resume)
+        base = {k: v for k, v in snap["options"].items() if k != "out_dir"}
+        cfg = config_from_args(args, base=from_dict(snap["config"]))
+    elif args.cfg:
+        cfg = config_from_args(args)
+    else:
+        raise SystemExit("error: train needs --cfg (or --resume)")
+    info = init_distributed(given.get("device", base.get("device") if resume else None))
+    if "seed" not in given and "seed" not in base:  # as the original: random, the same on every rank
+        given["seed"] = gather_objects(random.randint(1, 10000), info)[0]
+    options = {**base, **given, "out_dir": args.out, "device": info.device.type}
+    try:
+        summary = train_gan(cfg, TrainOptions(**options), resume=resume, dist_info=info)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    if info.is_main:
+        print(f"trained {summary['epochs']} epochs, {summary['steps']} steps in {summary['seconds']:.0f} s; "
+              f"last snapshot {summary['snapshot']}")
+    return 0
