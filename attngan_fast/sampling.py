@@ -282,6 +282,8 @@ def _text_encoder_for(state: dict[str, Tensor], cfg: Config) -> RNN_ENCODER:
 # ---------------------------------------------------------------------------------------- CLI
 def register_cli(subparsers: Any) -> None:
     """``attngan-fast generate``."""
+    from .cli import add_threads_argument
+
     p = subparsers.add_parser(
         "generate", help="draw images for captions with a trained generator",
         description="Images (PNG per stage) and attention pictures for captions, from a training "
@@ -305,13 +307,16 @@ def register_cli(subparsers: Any) -> None:
                    help="unknown words: drop them with a warning (default) or stop")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
     p.add_argument("--backend", choices=("fast", "reference"), default="fast")
+    add_threads_argument(p)
     p.set_defaults(run=_run_cli)
 
 
 def _run_cli(args: argparse.Namespace) -> int:
     from .backend import set_backend
+    from .cli import set_threads
 
     set_backend(args.backend)
+    set_threads(args.threads)
     texts = list(args.texts)
     if args.file:
         try:

@@ -32,7 +32,7 @@ def test_demo_pipeline_tiny(tmp_path, branches):
             assert (prompts / f"{i:03d}_{j}_attention.png").exists()
     figure = Image.open(prompts / "001_0_attention.png")
     assert figure.width == 128 * (1 + len(PROMPTS[1].split()))  # the image, then one cell per word
-    assert (tmp_path / "gan" / "log.jsonl").exists() and (tmp_path / "evaluation.json").exists()
+    assert (tmp_path / "gan" / "run.json").exists() and (tmp_path / "evaluation.json").exists()
 
 
 def test_demo_cli_rejects_tiny_budgets():

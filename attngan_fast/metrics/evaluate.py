@@ -152,6 +152,8 @@ def format_table(result: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------- CLI
 def register_cli(subparsers: Any) -> None:
     """``attngan-fast evaluate``."""
+    from ..cli import add_threads_argument
+
     p = subparsers.add_parser(
         "evaluate", help="score a generator: R-precision, attribute accuracy, IS, FID",
         description="Generate an image per test caption and score the images; prints a table and "
@@ -173,13 +175,16 @@ def register_cli(subparsers: Any) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", choices=("cpu", "cuda"), default=None)
     p.add_argument("--json", default="evaluation.json", help="where to write the results (default evaluation.json)")
+    add_threads_argument(p)
     p.set_defaults(run=_run_cli)
 
 
 def _run_cli(args: argparse.Namespace) -> int:
+    from ..cli import set_threads
     from ..sampling import Generator
     from ..training.damsm import load_encoders
 
+    set_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         generator = Generator.from_checkpoint(args.checkpoint, netG=args.netG, text_encoder=args.text_encoder,

@@ -652,7 +652,7 @@ def train_gan(
 
 def register_cli(subparsers: Any) -> None:
     """``attngan-fast train --cfg ... --out DIR [options]`` (also under ``torchrun``)."""
-    from ..cli import add_config_arguments
+    from ..cli import add_config_arguments, add_threads_argument
 
     p = subparsers.add_parser(
         "train", help="train the AttnGAN generator and discriminators",
@@ -680,6 +680,7 @@ def register_cli(subparsers: Any) -> None:
     p.add_argument("--log-every", type=int, default=None, help="steps between log.jsonl records (1)")
     p.add_argument("--workers", type=int, default=None, help="data loader workers (default WORKERS)")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
+    add_threads_argument(p)
     p.set_defaults(run=_run_cli)
 
 
@@ -689,11 +690,12 @@ _OPTION_ARGS = ("seed", "device", "amp", "channels_last", "compile", "accum_step
 
 def _run_cli(args: Any) -> int:
     from ..backend import set_backend
-    from ..cli import config_from_args
+    from ..cli import config_from_args, set_threads
     from ..config import from_dict
     from .distributed import init_distributed
 
     set_backend(args.backend)
+    set_threads(args.threads)
     given = {name: getattr(args, name) for name in _OPTION_ARGS if getattr(args, name) is not None}
     resume, base = None, {}
     if args.resume is not None:
