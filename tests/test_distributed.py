@@ -15,14 +15,17 @@ the wrong-caption pairs and the DAMSM in-batch negatives would span the whole ba
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
 from attngan_fast.training import load_snapshot
-from training_helpers import ddp_worker, make_trainer, single_thread, tiny_cfg
+from training_helpers import ddp_worker, make_trainer, single_thread, synthetic_run_files, tiny_cfg
 
 
 def free_port() -> int:
@@ -62,3 +65,20 @@ def test_ddp_matches_single_process_accumulation(tmp_path, world_size, accum, ba
     for state, netD in zip(snap["netsD"], single.netsD):
         for name, p in netD.named_parameters():
             torch.testing.assert_close(state[name], p.detach(), **close)
+
+
+@pytest.mark.slow
+def test_torchrun_train_cli(tmp_path):
+    """``torchrun --standalone --nproc_per_node 2 -m attngan_fast.cli train`` on the CPU (gloo)."""
+    cfg_path, _, _ = synthetic_run_files(tmp_path)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "attngan_fast.cli", "train", "--cfg", str(cfg_path), "--out", str(out), "--device", "cpu",
+           "--max-epochs", "1", "--threads", "1", "--no-progress", "--sample-every", "0"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("trained 1 epochs, 5 steps") == 1  # rank 0 reports, 40 images / (2 x 4)
+    snap = load_snapshot(out / "checkpoint_epoch_1.pt")
+    assert len(snap["rng"]) == 2 and snap["step"] == 5
+    seeds = json.loads((out / "run.json").read_text())["options"]["seed"]
+    assert 1 <= seeds <= 10000 and json.loads((out / "run.json").read_text())["world_size"] == 2
