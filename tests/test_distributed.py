@@ -82,3 +82,10 @@ def test_torchrun_train_cli(tmp_path):
     assert len(snap["rng"]) == 2 and snap["step"] == 5
     seeds = json.loads((out / "run.json").read_text())["options"]["seed"]
     assert 1 <= seeds <= 10000 and json.loads((out / "run.json").read_text())["world_size"] == 2
+
+
+def test_sync_batchnorm_needs_cuda():
+    from attngan_fast.training.distributed import DistInfo, convert_sync_batchnorm
+
+    with pytest.raises(ValueError, match="CUDA devices only"):
+        convert_sync_batchnorm(torch.nn.BatchNorm2d(3), DistInfo(world_size=2))

@@ -53,6 +53,22 @@ def test_evaluate_generator(trained):
         evaluate_generator(gen, cfg, metrics=("fid",))
 
 
+def test_inception_metrics(trained, tmp_path):
+    _, cfg, snapshot, _ = trained
+    from attngan_fast.metrics.inception import InceptionV3
+
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match="randomly initialised"):
+        weights = InceptionV3().net.state_dict()
+    torch.save(weights, tmp_path / "inception.pth")
+    with single_thread():
+        gen = Generator.from_checkpoint(snapshot)
+        result = evaluate_generator(gen, cfg, metrics=("is", "fid"), inception_weights=str(tmp_path / "inception.pth"),
+                                    log=lambda m: None)
+    assert result["inception_score"]["mean"] >= 1.0 and result["fid"] >= 0.0
+    assert "Inception Score" in format_table(result) and "FID" in format_table(result)
+
+
 def test_evaluate_cli(trained, capsys):
     tmp, _, snapshot, _ = trained
     out = tmp / "eval.json"
