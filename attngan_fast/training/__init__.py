@@ -2,7 +2,7 @@
 and distributed plumbing."""
 from .checkpoint import export_original_netG, find_latest, load_snapshot
 from .distributed import DistInfo, init_distributed
-from .gan import GANTrainer, TrainOptions, build_discriminators, build_generator, collate_shards
+from .gan import GANTrainer, TrainOptions, build_discriminators, build_generator, collate_shards, train_gan
 
 __all__ = [
     "DistInfo",
@@ -15,4 +15,5 @@ __all__ = [
     "find_latest",
     "init_distributed",
     "load_snapshot",
+    "train_gan",
 ]
