@@ -20,9 +20,8 @@ Sharding. ``TRAIN.BATCH_SIZE`` (b) is the micro-batch: what one forward pass see
 processes (torchrun) and K accumulation steps a step consumes W*K*b images. Micro-batch q = W*k +
 rank takes items q, q + W*K, ... of the step's block of the shuffled data set and rows q, q + W*K,
 ... of the noise (drawn for the whole block on every process from one seeded generator), has its
-own sort, padding,
-BatchNorm statistics and batch-coupled loss terms (the wrong-caption pairs and DAMSM's
-in-batch negatives), and the gradients are averaged. So W processes x K steps compute exactly what
+own sort, padding, BatchNorm statistics and batch-coupled loss terms (the wrong-caption pairs and
+DAMSM's in-batch negatives), and the gradients are averaged. So W processes x K steps compute exactly what
 1 process x W*K accumulation steps computes, whatever W and K; a single micro-batch of W*K*b
 differs (its BN statistics and negatives span the whole block).
 """
@@ -36,7 +35,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
