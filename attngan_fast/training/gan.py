@@ -422,7 +422,7 @@ class GANTrainer:
                     stopped = True
                     break
             bar.close()
-            if main and opts.progress and last:
+            if main and last:
                 _write(f"epoch {epoch}: step {self.step} | " + " ".join(
                     f"{k} {v:.3g}" for k, v in last.items() if k != "imgs_per_s")
                     + f" | {last.get('imgs_per_s', 0.0):.1f} img/s | {time.perf_counter() - start:.0f} s")
