@@ -31,7 +31,7 @@ PROMPTS = (
 )
 DEFAULT_MINUTES = 15.0
 # minutes kept for the prompts and the evaluation after the GAN training
-EVAL_RESERVE_MINUTES = 1.5
+EVAL_RESERVE_MINUTES = 0.75
 
 
 def run_demo(

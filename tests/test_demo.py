@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from attngan_fast.cli import main
-from attngan_fast.demo import PROMPTS, run_demo
+from attngan_fast.demo import EVAL_RESERVE_MINUTES, PROMPTS, run_demo
 from training_helpers import single_thread
 
 TINY = {"SYNTHETIC.NUM_IMAGES": 50, "TRAIN.BATCH_SIZE": 8, "TEXT.EMBEDDING_DIM": 8, "DAMSM.SMALL_CNN_WIDTH": 4,
@@ -18,7 +18,7 @@ TINY = {"SYNTHETIC.NUM_IMAGES": 50, "TRAIN.BATCH_SIZE": 8, "TEXT.EMBEDDING_DIM":
 def test_demo_pipeline_tiny(tmp_path, branches):
     gan = {**TINY, "TRAIN.BATCH_SIZE": 4, "GAN.GF_DIM": 2, "GAN.DF_DIM": 2, "TREE.BRANCH_NUM": branches}
     with single_thread():
-        summary = run_demo(tmp_path, minutes=1.55, threads=None, progress=False,
+        summary = run_demo(tmp_path, minutes=EVAL_RESERVE_MINUTES + 0.05, threads=None, progress=False,
                            damsm_overrides={**TINY, "TRAIN.MAX_EPOCH": 1}, gan_overrides=gan, log=lambda m: None)
     assert summary["gan"]["steps"] >= 1
     saved = json.loads((tmp_path / "demo.json").read_text())
