@@ -9,4 +9,13 @@ from ._version import __version__
 from .backend import backend, get_backend, set_backend
 from . import config, ops
 
-__all__ = ["__version__", "backend", "config", "extension_info", "get_backend", "ops", "set_backend"]
+__all__ = ["Generator", "__version__", "backend", "config", "extension_info", "get_backend", "ops", "set_backend"]
+
+
+def __getattr__(name: str):
+    """``attngan_fast.Generator`` (imported on first use: it pulls in the models and data code)."""
+    if name == "Generator":
+        from .sampling import Generator
+
+        return Generator
+    raise AttributeError(f"module 'attngan_fast' has no attribute {name!r}")

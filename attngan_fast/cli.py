@@ -18,12 +18,16 @@ import yaml
 from . import config
 from ._version import __version__
 
-__all__ = ["main", "add_config_arguments", "config_from_args", "add_threads_argument", "set_threads",
-           "COMMAND_MODULES"]
+__all__ = ["main", "add_config_arguments", "config_from_args", "overrides_from_args", "add_threads_argument",
+           "set_threads", "COMMAND_MODULES"]
 
 COMMAND_MODULES = (
     "attngan_fast.data.synthetic",  # make-synthetic
     "attngan_fast.training.damsm",  # pretrain-damsm
+    "attngan_fast.training.gan",  # train
+    "attngan_fast.sampling",  # generate
+    "attngan_fast.metrics.evaluate",  # evaluate
+    "attngan_fast.demo",  # demo
 )
 
 
@@ -35,16 +39,24 @@ def add_config_arguments(parser: argparse.ArgumentParser, required: bool = True)
                         help="override a config key, e.g. --set TRAIN.MAX_EPOCH=5 (repeatable)")
 
 
-def config_from_args(args: argparse.Namespace) -> config.Config:
-    """The config named by ``--cfg`` with the ``--set`` overrides applied."""
+def overrides_from_args(args: argparse.Namespace) -> dict:
+    """The ``--set KEY=VALUE`` overrides as ``{"KEY": value}`` (values parsed as YAML)."""
     overrides = {}
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise SystemExit(f"--set {item!r}: expected KEY=VALUE")
         overrides[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+    return overrides
+
+
+def config_from_args(args: argparse.Namespace, base: Optional[config.Config] = None) -> config.Config:
+    """The config named by ``--cfg`` (or ``base`` when ``--cfg`` is not given) with the ``--set``
+    overrides applied."""
     try:
-        return config.load(args.cfg, **overrides)
+        if base is not None and not args.cfg:
+            return base.replace(**overrides_from_args(args))
+        return config.load(args.cfg, **overrides_from_args(args))
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
 

@@ -1,0 +1,348 @@
+"""Sampling: text -> images with a trained generator (spec §7.3), and ``attngan-fast generate``.
+
+>>> gen = Generator.from_checkpoint("out/checkpoint_epoch_30.pt")                  # doctest: +SKIP
+>>> result = gen.generate(["a bird with blue wings and a red belly"], seed=0, num=4)  # doctest: +SKIP
+>>> result.images[-1].shape                                                          # doctest: +SKIP
+torch.Size([4, 3, 128, 128])
+
+Original AttnGAN files work too: ``Generator.from_checkpoint(netG="netG_epoch_600.pth",
+text_encoder="text_encoder200.pth", captions="captions.pickle", cfg="eval_bird")``.
+
+Captions are tokenised as in training (:func:`attngan_fast.data.tokenize`) and mapped with the
+training vocabulary; unknown words are dropped and reported (``on_unknown="skip"``, the original
+``gen_example`` behaviour) or raise (``"error"``). As in ``gen_example``, captions are not cut to
+``TEXT.WORDS_NUM``. G runs in eval mode (BatchNorm running statistics); the noise ``z`` and the
+CA noise of caption i, copy j come from a generator seeded with ``seed``, drawn in caption-major
+order, so an image does not depend on the batch size (except with ``GAN.MASK_MODE: original``,
+whose mask mixing depends on the batch, as the original).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+from PIL import Image
+from torch import Tensor
+
+from .config import Config, from_dict, load
+from .data.text import Vocabulary, load_captions_pickle
+from .models import G_DCGAN, G_NET, RNN_ENCODER
+from .visualize import attention_figure, to_pil
+
+__all__ = ["Generation", "Generator", "damsm_attention", "register_cli"]
+
+PathLike = Union[str, os.PathLike]
+
+
+@dataclass
+class Generation:
+    """Generated images of N rows: ``num`` per caption, caption-major (row i * num + j).
+
+    texts: the caption of each row; words: the words kept (known to the vocabulary) per row;
+    unknown: the words dropped per row; images: one (N, 3, S, S) tensor in [-1, 1] per stage (CPU);
+    attention: one (N, T, h, w) tensor per attention stage (T = longest caption; rows beyond a
+    caption's length are 0); attention_labels: their names in the pictures (default "stage k");
+    captions: the word ids (N, T) fed to the text encoder (0-padded).
+    """
+
+    texts: list[str]
+    words: list[list[str]]
+    unknown: list[list[str]]
+    images: list[Tensor]
+    attention: list[Tensor] = field(default_factory=list)
+    num: int = 1
+    attention_labels: Optional[list[str]] = None
+    captions: Optional[Tensor] = None
+
+    def pil(self, stage: int = -1) -> list[Image.Image]:
+        """The images of ``stage`` (default the last) as PIL images, one per row."""
+        return [to_pil(img) for img in self.images[stage]]
+
+    def attention_figure(self, row: int, cell_size: int = 128) -> Image.Image:
+        """The paper's attention picture of ``row`` (see :func:`attngan_fast.visualize.attention_figure`)."""
+        return attention_figure([im[row] for im in self.images], [a[row] for a in self.attention],
+                                self.words[row], cell_size, self.attention_labels)
+
+    def save(self, out_dir: PathLike, prefix: str = "") -> list[Path]:
+        """Write ``{i:03d}_{j}_g{stage}.png`` per row and stage and ``{i:03d}_{j}_attention.png``
+        (i: caption, j: copy) plus ``captions.txt`` to ``out_dir``; returns the image paths."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = []
+        lines = []
+        for row, text in enumerate(self.texts):
+            i, j = divmod(row, self.num)
+            stem = f"{prefix}{i:03d}_{j}"
+            for stage, images in enumerate(self.images):
+                paths.append(out / f"{stem}_g{stage}.png")
+                to_pil(images[row]).save(paths[-1])
+            paths.append(out / f"{stem}_attention.png")
+            self.attention_figure(row).save(paths[-1])
+            lines.append(f"{stem}\t{text}\t{' '.join(self.words[row])}")
+        (out / f"{prefix}captions.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return paths
+
+
+class Generator:
+    """A generator, its text encoder and vocabulary, ready to draw images from captions.
+
+    netG: G_NET or G_DCGAN; text_encoder: RNN_ENCODER (its vocabulary size must match ``vocab``).
+    Both are put in eval mode on ``device``.
+    """
+
+    def __init__(self, netG: nn.Module, text_encoder: nn.Module, vocab: Vocabulary, cfg: Config,
+                 device: Union[str, torch.device] = "cpu") -> None:
+        ntoken = text_encoder.encoder.weight.shape[0]
+        if ntoken != vocab.n_words:
+            raise ValueError(f"the text encoder has a vocabulary of {ntoken} words, the captions file "
+                             f"{vocab.n_words}: use the captions.pickle the encoder was trained with")
+        self.device = torch.device(device)
+        self.cfg = cfg
+        self.vocab = vocab
+        self.netG = netG.to(self.device).eval().requires_grad_(False)
+        self.text_encoder = text_encoder.to(self.device).eval().requires_grad_(False)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_checkpoint(
+        cls,
+        checkpoint: Optional[PathLike] = None,
+        *,
+        netG: Optional[PathLike] = None,
+        text_encoder: Optional[PathLike] = None,
+        captions: Optional[PathLike] = None,
+        cfg: Union[Config, PathLike, None] = None,
+        device: Union[str, torch.device] = "cpu",
+        mask_mode: Optional[str] = None,
+        weights: Literal["ema", "current"] = "ema",
+    ) -> "Generator":
+        """From a training snapshot (``checkpoint``: everything inside; ``weights`` picks the EMA or
+        the current G), or from original files: ``netG`` (a G state_dict such as
+        ``netG_epoch_600.pth``), ``text_encoder`` (``text_encoder200.pth``), ``captions``
+        (``captions.pickle``) and ``cfg`` (a config or its name/path, e.g. ``"eval_bird"``).
+        mask_mode: override ``GAN.MASK_MODE`` ("original" reproduces the released checkpoints).
+        """
+        if checkpoint is not None:
+            from .training.checkpoint import load_snapshot
+
+            if weights not in ("ema", "current"):
+                raise ValueError(f"weights: expected 'ema' or 'current', got {weights!r}")
+            snap = load_snapshot(checkpoint)
+            config = from_dict(snap["config"]) if cfg is None else _config(cfg)
+            words = snap["ixtoword"]
+            vocab = Vocabulary({i: w for i, w in enumerate(words)}, {w: i for i, w in enumerate(words)})
+            g_state = snap["netG_ema" if weights == "ema" else "netG"]
+            e_state = snap["text_encoder"]
+        else:
+            missing = [n for n, v in (("netG", netG), ("text_encoder", text_encoder), ("captions", captions),
+                                      ("cfg", cfg)) if v is None]
+            if missing:
+                raise ValueError(f"give a training snapshot, or all of netG, text_encoder, captions and cfg "
+                                 f"(missing: {', '.join(missing)})")
+            config = _config(cfg)
+            vocab = load_captions_pickle(captions).vocab
+            g_state = _strip_module(torch.load(netG, map_location="cpu", weights_only=True))
+            e_state = _strip_module(torch.load(text_encoder, map_location="cpu", weights_only=True))
+        if mask_mode is not None:
+            config = config.replace(**{"GAN.MASK_MODE": mask_mode})
+        generator = G_DCGAN(config) if config.GAN.B_DCGAN else G_NET(config)
+        try:
+            generator.load_state_dict(g_state, strict=True)
+        except RuntimeError as e:
+            raise ValueError(f"{checkpoint or netG}: the generator does not match the config "
+                             f"(GF_DIM={config.GAN.GF_DIM}, BRANCH_NUM={config.TREE.BRANCH_NUM}, "
+                             f"R_NUM={config.GAN.R_NUM}, EMBEDDING_DIM={config.TEXT.EMBEDDING_DIM}): {e}") from None
+        encoder = _text_encoder_for(e_state, config)
+        return cls(generator, encoder, vocab, config, device)
+
+    # ------------------------------------------------------------------ drawing
+    @torch.no_grad()
+    def generate_ids(
+        self, captions: Tensor, cap_lens: Tensor, seed: int = 0, batch_size: int = 32
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """Images of word-id captions (N, L) int64 with lengths (N,), in batches of ``batch_size``.
+
+        Returns images per stage [(N, 3, S, S)] and attention per attention stage [(N, T, h, w)]
+        with T = max(cap_lens) (CPU tensors).
+        """
+        n = captions.size(0)
+        if cap_lens.shape != (n,) or n == 0 or int(cap_lens.min()) < 1:
+            raise ValueError(f"captions (N, L) and cap_lens (N,) with lengths >= 1 expected, got "
+                             f"{tuple(captions.shape)} and {tuple(cap_lens.shape)}")
+        cfg = self.cfg
+        gen = torch.Generator(self.device).manual_seed(seed)
+        noise = torch.randn(n, cfg.GAN.Z_DIM, generator=gen, device=self.device)
+        eps = torch.randn(n, cfg.GAN.CONDITION_DIM, generator=gen, device=self.device)
+        width = int(cap_lens.max())
+        images: list[list[Tensor]] = []
+        attention: list[list[Tensor]] = []
+        for start in range(0, n, batch_size):
+            rows = slice(start, start + batch_size)
+            lens = cap_lens[rows].cpu()
+            caps = captions[rows, : int(lens.max())].to(self.device)
+            words_embs, sent_emb = self.text_encoder(caps, lens)
+            mask = (caps == 0)[:, : words_embs.size(2)]
+            fakes, atts, _, _ = self.netG(noise[rows], sent_emb, words_embs, mask, eps[rows])
+            images.append([f.float().cpu() for f in fakes])
+            attention.append([torch.nn.functional.pad(a.float().cpu(), (0, 0, 0, 0, 0, width - a.size(1)))
+                              for a in atts])
+        return ([torch.cat([b[s] for b in images]) for s in range(len(images[0]))],
+                [torch.cat([b[s] for b in attention]) for s in range(len(attention[0]))])
+
+    def generate(
+        self,
+        texts: Union[str, Sequence[str]],
+        seed: int = 0,
+        num: int = 1,
+        batch_size: int = 32,
+        on_unknown: Literal["skip", "error"] = "skip",
+        output: Literal["tensor", "pil"] = "tensor",
+    ) -> Union[Generation, list[Image.Image]]:
+        """``num`` images per caption. output "tensor": a :class:`Generation`; "pil": the last
+        stage's images as PIL images (caption-major). Unknown words: see the module docstring."""
+        if isinstance(texts, str):
+            texts = [texts]
+        if not texts or num < 1:
+            raise ValueError(f"expected at least one caption and num >= 1, got {len(texts)} captions, num={num}")
+        encoded, unknown = [], []
+        for text in texts:
+            ids, missing = self.vocab.encode(text, on_unknown=on_unknown)
+            if missing:
+                warnings.warn(f"caption {text!r}: unknown word(s) {missing} dropped", stacklevel=2)
+            if not ids:
+                raise ValueError(f"caption {text!r}: no word of it is in the training vocabulary")
+            encoded.append(ids)
+            unknown.append(missing)
+        rows = [k for k in range(len(texts)) for _ in range(num)]
+        width = max(len(ids) for ids in encoded)
+        captions = torch.zeros(len(rows), width, dtype=torch.int64)
+        lens = torch.tensor([len(encoded[k]) for k in rows])
+        for r, k in enumerate(rows):
+            captions[r, : len(encoded[k])] = torch.tensor(encoded[k])
+        images, attention = self.generate_ids(captions, lens, seed=seed, batch_size=batch_size)
+        return Generation([texts[k] for k in rows], [[self.vocab.ixtoword[i] for i in encoded[k]] for k in rows],
+                          [unknown[k] for k in rows], images, attention, num, captions=captions) \
+            if output == "tensor" else \
+            [to_pil(img) for img in images[-1]]
+
+
+@torch.no_grad()
+def damsm_attention(result: Generation, text_encoder: nn.Module, image_encoder: nn.Module, cfg: Config,
+                    batch_size: int = 32) -> Tensor:
+    """DAMSM's word attention over the final images of ``result``: (N, T, h, w) on the image
+    encoder's region grid (``func_attention`` of each caption's words against its own image, as
+    the original draws it in DAMSM pre-training). For a model without attention stages (one stage)
+    this is the attention picture to draw.
+    """
+    from .losses import words_loss
+
+    if result.captions is None:
+        raise ValueError("result: no word ids (captions) recorded")
+    device = next(image_encoder.parameters()).device
+    lens = (result.captions != 0).sum(1)
+    width = result.captions.size(1)
+    maps = []
+    for start in range(0, len(lens), batch_size):
+        caps, n = result.captions[start:start + batch_size], lens[start:start + batch_size]
+        regions, _ = image_encoder(result.images[-1][start:start + batch_size].to(device))
+        words_emb, _ = text_encoder(caps[:, : int(n.max())].to(device), n)
+        _, _, att = words_loss(regions, words_emb, None, n, None, len(n), cfg)
+        maps += [torch.nn.functional.pad(a[0].float().cpu(), (0, 0, 0, 0, 0, width - a.size(1))) for a in att]
+    return torch.stack(maps)
+
+
+def _config(cfg: Union[Config, PathLike]) -> Config:
+    return cfg if isinstance(cfg, Config) else load(cfg)
+
+
+def _strip_module(state: Any) -> dict[str, Tensor]:
+    """A state_dict, without the ``module.`` prefix (DataParallel/DDP saves)."""
+    if not isinstance(state, dict):
+        raise ValueError(f"expected a state_dict, got {type(state).__name__}")
+    return {re.sub(r"^module\.", "", k): v for k, v in state.items()}
+
+
+def _text_encoder_for(state: dict[str, Tensor], cfg: Config) -> RNN_ENCODER:
+    """An RNN_ENCODER shaped like ``state`` (vocabulary and word-vector sizes read from it)."""
+    if "encoder.weight" not in state:
+        raise ValueError("the text encoder state_dict has no 'encoder.weight' (not an RNN_ENCODER)")
+    ntoken, ninput = state["encoder.weight"].shape
+    encoder = RNN_ENCODER(ntoken, cfg, ninput=ninput, nhidden=cfg.TEXT.EMBEDDING_DIM)
+    encoder.load_state_dict(state, strict=True)
+    return encoder
+
+
+# ---------------------------------------------------------------------------------------- CLI
+def register_cli(subparsers: Any) -> None:
+    """``attngan-fast generate``."""
+    from .cli import add_threads_argument
+
+    p = subparsers.add_parser(
+        "generate", help="draw images for captions with a trained generator",
+        description="Images (PNG per stage) and attention pictures for captions, from a training "
+                    "snapshot or the original AttnGAN files (--netG --text-encoder --captions --cfg).",
+    )
+    p.add_argument("texts", nargs="*", metavar="CAPTION", help="captions (or use --file)")
+    p.add_argument("--file", help="a text file with one caption per line")
+    p.add_argument("--checkpoint", help="a training snapshot (checkpoint_epoch_*.pt)")
+    p.add_argument("--netG", help="original format: G state_dict, e.g. netG_epoch_600.pth")
+    p.add_argument("--text-encoder", help="original format: text_encoder200.pth")
+    p.add_argument("--captions", help="original format: captions.pickle (the training vocabulary)")
+    p.add_argument("--cfg", help="config name or file (with --netG), e.g. eval_bird")
+    p.add_argument("--mask-mode", choices=("per_sample", "original"), default=None,
+                   help="'original' reproduces the released checkpoints' attention masking")
+    p.add_argument("--weights", choices=("ema", "current"), default="ema", help="snapshot: EMA or current G")
+    p.add_argument("--out", default="generated", help="output folder (default: generated)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num", type=int, default=1, help="images per caption")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--on-unknown", choices=("skip", "error"), default="skip",
+                   help="unknown words: drop them with a warning (default) or stop")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
+    p.add_argument("--backend", choices=("fast", "reference"), default="fast")
+    add_threads_argument(p)
+    p.set_defaults(run=_run_cli)
+
+
+def _run_cli(args: argparse.Namespace) -> int:
+    from .backend import set_backend
+    from .cli import set_threads
+
+    set_backend(args.backend)
+    set_threads(args.threads)
+    texts = list(args.texts)
+    if args.file:
+        try:
+            lines = Path(args.file).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise SystemExit(f"error: --file {args.file}: {e}") from None
+        texts += [line.strip() for line in lines if line.strip()]
+    if not texts:
+        raise SystemExit("error: no captions (give them as arguments or with --file)")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        generator = Generator.from_checkpoint(
+            args.checkpoint, netG=args.netG, text_encoder=args.text_encoder, captions=args.captions,
+            cfg=args.cfg, device=device, mask_mode=args.mask_mode, weights=args.weights,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # unknown words are reported below, once per caption
+            result = generator.generate(texts, seed=args.seed, num=args.num, batch_size=args.batch_size,
+                                        on_unknown=args.on_unknown)
+    except KeyError as e:  # on_unknown="error"
+        raise SystemExit(f"error: {e.args[0]}") from None
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from None
+    for text, missing in zip(result.texts[:: args.num], result.unknown[:: args.num]):
+        if missing:
+            print(f"unknown word(s) dropped from {text!r}: {', '.join(missing)}")
+    paths = result.save(args.out)
+    print(f"wrote {len(paths)} images for {len(texts)} caption(s) x {args.num} to {args.out}")
+    return 0

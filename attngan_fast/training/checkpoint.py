@@ -1,0 +1,120 @@
+"""GAN training snapshots: one self-contained file per snapshot, written atomically.
+
+A snapshot (``checkpoint_epoch_{label}.pt``) is a plain dict of tensors, numbers, strings, lists
+and dicts, so it loads with ``torch.load(..., weights_only=True)``:
+
+=================  ==========================================================================
+key                content
+=================  ==========================================================================
+``format``         ``"attngan_fast.gan_snapshot"``; ``version``: 1
+``epoch``          epochs completed (training continues with this epoch index)
+``step``           optimizer steps completed
+``label``          the ``{label}`` of the file name (the original's ``netG_epoch_{label}``)
+``netG``           G state_dict (current weights)
+``netG_ema``       G state_dict with the EMA of the parameters and G's current BN buffers
+``netsD``          list of D state_dicts
+``optimizerG``     Adam state_dict; ``optimizersD``: list of them
+``scaler``         GradScaler state_dict (fp16) or None
+``rng``            list (one per rank) of RNG states: torch, cuda, numpy, python, noise generator
+``config``         :meth:`Config.to_dict`; ``options``: the trainer options as a dict
+``text_encoder``   the frozen text encoder's state_dict; ``ixtoword``: list of words (id order)
+``fixed_batch``    captions and lengths of the sample grids
+=================  ==========================================================================
+
+A process killed at any moment leaves every complete snapshot loadable: files are written to a
+hidden temporary name and renamed (:mod:`attngan_fast.io`); :func:`find_latest` ignores leftovers.
+"""
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+from typing import Any, Mapping, Optional, Union
+
+import numpy as np
+import torch
+
+from ..io import atomic_torch_save
+
+__all__ = [
+    "FORMAT",
+    "capture_rng",
+    "restore_rng",
+    "snapshot_path",
+    "find_latest",
+    "save_snapshot",
+    "load_snapshot",
+    "export_original_netG",
+]
+
+FORMAT = "attngan_fast.gan_snapshot"
+VERSION = 1
+PathLike = Union[str, os.PathLike]
+_SNAPSHOT_RE = re.compile(r"^checkpoint_epoch_(\d+)\.pt$")
+
+
+def capture_rng(noise_generator: Optional[torch.Generator] = None) -> dict[str, Any]:
+    """Every RNG state a training step can touch, as weights_only-loadable values."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+        "noise": noise_generator.get_state() if noise_generator is not None else None,
+    }
+    return state
+
+
+def restore_rng(state: Mapping[str, Any], noise_generator: Optional[torch.Generator] = None) -> None:
+    """Inverse of :func:`capture_rng`."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
+    if noise_generator is not None and state["noise"] is not None:
+        noise_generator.set_state(state["noise"])
+
+
+def snapshot_path(out_dir: PathLike, label: int) -> Path:
+    """``out_dir/checkpoint_epoch_{label}.pt``."""
+    return Path(out_dir) / f"checkpoint_epoch_{label}.pt"
+
+
+def find_latest(out_dir: PathLike) -> Optional[Path]:
+    """The snapshot with the highest label in ``out_dir`` (temporary leftovers ignored), or None."""
+    folder = Path(out_dir)
+    if not folder.is_dir():
+        return None
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _SNAPSHOT_RE.match(p.name))]
+    return max(found)[1] if found else None
+
+
+def save_snapshot(path: PathLike, snapshot: Mapping[str, Any]) -> None:
+    """Write ``snapshot`` (see the module docstring) atomically to ``path``."""
+    atomic_torch_save({"format": FORMAT, "version": VERSION, **snapshot}, path)
+
+
+def load_snapshot(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> dict[str, Any]:
+    """Read a snapshot with ``weights_only=True``; ValueError if it is not one."""
+    data = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ValueError(
+            f"{path}: not an attngan_fast training snapshot (a plain state_dict such as netG_epoch_*.pth "
+            "loads with Generator.from_checkpoint(netG=..., text_encoder=..., captions=..., cfg=...))"
+        )
+    if data["version"] > VERSION:
+        raise ValueError(f"{path}: snapshot version {data['version']} is newer than this attngan_fast ({VERSION})")
+    return data
+
+
+def export_original_netG(path: PathLike, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Save a G state_dict as the original did (``netG_epoch_{e}.pth``: the dict only), atomically."""
+    atomic_torch_save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, path)

@@ -1,0 +1,40 @@
+"""``attngan-fast demo`` end to end with tiny configs (the real one is run by hand; see README)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from attngan_fast.cli import main
+from attngan_fast.demo import EVAL_RESERVE_MINUTES, PROMPTS, run_demo
+from training_helpers import single_thread
+
+TINY = {"SYNTHETIC.NUM_IMAGES": 50, "TRAIN.BATCH_SIZE": 8, "TEXT.EMBEDDING_DIM": 8, "DAMSM.SMALL_CNN_WIDTH": 4,
+        "DAMSM.SMALL_CNN_INPUT": 32}
+
+
+@pytest.mark.parametrize("branches", [1, 2])
+def test_demo_pipeline_tiny(tmp_path, branches):
+    gan = {**TINY, "TRAIN.BATCH_SIZE": 4, "GAN.GF_DIM": 2, "GAN.DF_DIM": 2, "TREE.BRANCH_NUM": branches}
+    with single_thread():
+        summary = run_demo(tmp_path, minutes=EVAL_RESERVE_MINUTES + 0.05, threads=None, progress=False,
+                           damsm_overrides={**TINY, "TRAIN.MAX_EPOCH": 1}, gan_overrides=gan, log=lambda m: None)
+    assert summary["gan"]["steps"] >= 1
+    saved = json.loads((tmp_path / "demo.json").read_text())
+    assert saved["prompts"] == list(PROMPTS)
+    assert {"mean", "std"} <= set(saved["evaluation"]["r_precision"])
+    assert set(saved["evaluation"]["attribute_accuracy"]) == {"wing", "belly"}
+    prompts = tmp_path / "prompts"
+    for i in range(len(PROMPTS)):
+        for j in range(4):
+            assert (prompts / f"{i:03d}_{j}_g{branches - 1}.png").exists()
+            assert (prompts / f"{i:03d}_{j}_attention.png").exists()
+    figure = Image.open(prompts / "001_0_attention.png")
+    assert figure.width == 128 * (1 + len(PROMPTS[1].split()))  # the image, then one cell per word
+    assert (tmp_path / "gan" / "run.json").exists() and (tmp_path / "evaluation.json").exists()
+
+
+def test_demo_cli_rejects_tiny_budgets():
+    with pytest.raises(SystemExit, match="at least 3"):
+        main(["demo", "--minutes", "1"])

@@ -1,0 +1,141 @@
+"""Sampling: Generator from a training snapshot and from original-format files; ``generate`` CLI."""
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+import attngan_fast
+from attngan_fast.cli import main
+from attngan_fast.data.text import CaptionsPickle, Vocabulary, save_captions_pickle
+from attngan_fast.models import G_NET, RNN_ENCODER, weights_init
+from attngan_fast.sampling import Generation, Generator
+from training_helpers import make_trainer, single_thread, tiny_cfg
+
+WORDS = ["a", "bird", "with", "red", "blue", "wings", "and", "belly", "white", "black"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with single_thread():
+        yield
+
+
+@pytest.fixture
+def original_files(tmp_path):
+    """netG_epoch_600.pth, text_encoder200.pth, captions.pickle and a config file, as the original
+    AttnGAN saved them (bare state_dicts), from freshly built models."""
+    cfg = tiny_cfg()
+    vocab = Vocabulary.from_words(WORDS)
+    torch.manual_seed(0)
+    netG = G_NET(cfg)
+    netG.apply(weights_init)
+    for m in netG.modules():  # non-trivial running statistics (eval mode uses them)
+        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    encoder = RNN_ENCODER(vocab.n_words, cfg, ninput=12)
+    paths = {"netG": tmp_path / "netG_epoch_600.pth", "text_encoder": tmp_path / "text_encoder200.pth",
+             "captions": tmp_path / "captions.pickle", "cfg": tmp_path / "tiny.yml"}
+    torch.save(netG.state_dict(), paths["netG"])
+    torch.save(encoder.state_dict(), paths["text_encoder"])
+    save_captions_pickle(paths["captions"], CaptionsPickle([[2, 4, 6]], [[2, 5]], vocab))
+    paths["cfg"].write_text(yaml.safe_dump(cfg.to_dict()))
+    return paths, netG, encoder, cfg
+
+
+def test_generator_from_original_files(original_files):
+    paths, netG, encoder, cfg = original_files
+    gen = Generator.from_checkpoint(**{k: str(v) for k, v in paths.items()})
+    assert attngan_fast.Generator is Generator
+    result = gen.generate(["A bird with red wings.", "a blue bird"], seed=3, num=2)
+    assert isinstance(result, Generation)
+    assert [tuple(im.shape) for im in result.images] == [(4, 3, 64, 64), (4, 3, 128, 128)]
+    assert tuple(result.attention[0].shape) == (4, 5, 64, 64)
+    assert result.texts == ["A bird with red wings.", "A bird with red wings.", "a blue bird", "a blue bird"]
+    assert result.words[0] == ["a", "bird", "with", "red", "wings"] and result.words[2] == ["a", "blue", "bird"]
+    # the same as running the original modules by hand: eval mode, noise and CA noise from the seed
+    g = torch.Generator().manual_seed(3)
+    z, eps = torch.randn(4, cfg.GAN.Z_DIM, generator=g), torch.randn(4, cfg.GAN.CONDITION_DIM, generator=g)
+    ids = torch.tensor([[1, 2, 3, 4, 6], [1, 2, 3, 4, 6], [1, 5, 2, 0, 0], [1, 5, 2, 0, 0]])
+    lens = torch.tensor([5, 5, 3, 3])
+    netG.eval(), encoder.eval()
+    with torch.no_grad():
+        words, sent = encoder(ids, lens)
+        fakes, atts, _, _ = netG(z, sent, words, ids == 0, eps)
+    torch.testing.assert_close(result.images[-1], fakes[-1])
+    torch.testing.assert_close(result.attention[0], atts[0])
+    # copies differ, a seed reproduces, the batch size does not matter (per-sample masks)
+    assert not torch.equal(result.images[-1][0], result.images[-1][1])
+    again = gen.generate(["A bird with red wings.", "a blue bird"], seed=3, num=2, batch_size=1)
+    torch.testing.assert_close(again.images[-1], result.images[-1])
+    pil = gen.generate("a red bird", seed=0, output="pil")
+    assert len(pil) == 1 and isinstance(pil[0], Image.Image) and pil[0].size == (128, 128)
+
+
+def test_unknown_words(original_files):
+    paths, *_ = original_files
+    gen = Generator.from_checkpoint(**{k: str(v) for k, v in paths.items()})
+    with pytest.warns(UserWarning, match=r"unknown word\(s\) \['purple', 'tail'\]"):
+        result = gen.generate("a purple bird with red tail", seed=0)
+    assert result.unknown == [["purple", "tail"]] and result.words == [["a", "bird", "with", "red"]]
+    with pytest.raises(KeyError, match="purple"):
+        gen.generate("a purple bird", on_unknown="error")
+    with pytest.raises(ValueError, match="no word"), pytest.warns(UserWarning, match="purple"):
+        gen.generate("purple", on_unknown="skip")
+
+
+def test_mismatched_files_are_reported(original_files, tmp_path):
+    paths, _, _, cfg = original_files
+    other = tmp_path / "captions_other.pickle"
+    save_captions_pickle(other, CaptionsPickle([[1]], [[1]], Vocabulary.from_words(WORDS + ["extra"])))
+    with pytest.raises(ValueError, match="vocabulary of 11 words, the captions file 12"):
+        Generator.from_checkpoint(netG=paths["netG"], text_encoder=paths["text_encoder"], captions=other, cfg=cfg)
+    with pytest.raises(ValueError, match="does not match the config"):
+        Generator.from_checkpoint(netG=paths["netG"], text_encoder=paths["text_encoder"], captions=paths["captions"],
+                                  cfg=cfg.replace(**{"GAN.GF_DIM": 3}))
+    with pytest.raises(ValueError, match="missing: captions, cfg"):
+        Generator.from_checkpoint(netG=paths["netG"], text_encoder=paths["text_encoder"])
+
+
+def test_generator_from_training_snapshot(tmp_path):
+    trainer = make_trainer(tmp_path, max_epochs=1)
+    trainer.train()
+    snapshot = tmp_path / "checkpoint_epoch_1.pt"
+    ema = Generator.from_checkpoint(snapshot)
+    current = Generator.from_checkpoint(snapshot, weights="current")
+    ids = trainer.fixed_batch["captions"]
+    text = " ".join(trainer.ixtoword[int(i)] for i in ids[0] if int(i))
+    a, b = ema.generate(text, seed=1), current.generate(text, seed=1)
+    assert a.images[-1].shape == (1, 3, 128, 128) and not torch.equal(a.images[-1], b.images[-1])
+    for name, value in ema.netG.state_dict().items():
+        torch.testing.assert_close(value, trainer.ema_state_dict()[name])
+    # the original-format export of the same snapshot gives the same images
+    orig = Generator(G_NET(trainer.cfg), ema.text_encoder, ema.vocab, trainer.cfg)
+    orig.netG.load_state_dict(torch.load(tmp_path / "netG_epoch_1.pth", weights_only=True))
+    torch.testing.assert_close(orig.generate(text, seed=1).images[-1], a.images[-1])
+
+
+def test_generate_cli_with_original_files(original_files, tmp_path, capsys):
+    paths, *_ = original_files
+    caption_file = tmp_path / "captions.txt"
+    caption_file.write_text("a blue bird with white belly\n\na black bird with green wings\n")
+    out = tmp_path / "out"
+    argv = ["generate", "a red bird", "--file", str(caption_file), "--netG", str(paths["netG"]),
+            "--text-encoder", str(paths["text_encoder"]), "--captions", str(paths["captions"]),
+            "--cfg", str(paths["cfg"]), "--mask-mode", "original", "--num", "2", "--seed", "5",
+            "--batch-size", "4", "--out", str(out), "--device", "cpu"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "unknown word(s) dropped from 'a black bird with green wings': green" in printed
+    names = sorted(p.name for p in out.iterdir())
+    assert "000_0_g0.png" in names and "002_1_g1.png" in names and "002_1_attention.png" in names
+    assert len([n for n in names if n.endswith(".png")]) == 3 * 2 * 3
+    assert Image.open(out / "001_0_g1.png").size == (128, 128)
+    lines = (out / "captions.txt").read_text().splitlines()
+    assert lines[2].split("\t")[:2] == ["001_0", "a blue bird with white belly"]
+    with pytest.raises(SystemExit, match="unknown word"):
+        main(argv[:1] + ["a green bird"] + argv[4:] + ["--on-unknown", "error"])
+    with pytest.raises(SystemExit, match="no captions"):
+        main(["generate", "--checkpoint", str(paths["netG"])])
