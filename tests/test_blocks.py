@@ -441,3 +441,24 @@ def test_blocks_cuda_low_precision(kind, dtype):
 def test_opcheck_every_op_cuda():
     for op, args in _op_samples("cuda"):
         torch.library.opcheck(op, args)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("kind", ["up", "res"])
+def test_blocks_under_autocast_match_the_reference(kind, dtype):
+    m = build(kind, 8, 4)
+    x = torch.randn(2, 8, 6, 5, requires_grad=True)
+    outs = {}
+    for name in ("fast", "reference"):
+        net = copy.deepcopy(m)
+        with attngan_fast.backend(name), torch.autocast("cpu", dtype=dtype):
+            y = net(x)
+        (gx,) = torch.autograd.grad(y.float().square().sum(), x)
+        outs[name] = (y, gx, net.state_dict())
+    (y, gx, sd), (y_ref, gx_ref, sd_ref) = outs["fast"], outs["reference"]
+    assert y.dtype == y_ref.dtype == (torch.float32 if kind == "res" else dtype)  # the residual sum promotes
+    torch.testing.assert_close(y.float(), y_ref.float(), rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(gx, gx_ref, rtol=5e-2, atol=5e-2)
+    for k in sd:
+        assert sd[k].dtype == sd_ref[k].dtype, k
+        torch.testing.assert_close(sd[k].float(), sd_ref[k].float(), rtol=2e-2, atol=2e-2)

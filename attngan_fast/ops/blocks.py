@@ -103,6 +103,16 @@ def _check_bn(bn: BatchNormArgs, channels: int, training: bool, count: int, name
         raise ValueError(f"{name}: expected more than 1 value per channel when training, got {count}")
 
 
+def _autocast(x: Tensor, *weights: Tensor) -> tuple[Tensor, ...]:
+    """x and the conv weights in autocast's dtype when autocast is on for x's device (as F.conv2d
+    would run them); BatchNorm parameters stay as they are (the kernels read them in fp32)."""
+    device_type = x.device.type
+    if not torch.is_autocast_enabled(device_type):
+        return (x, *weights)
+    dtype = torch.get_autocast_dtype(device_type)
+    return tuple(t.to(dtype) for t in (x, *weights))
+
+
 # ---- running statistics -------------------------------------------------------------------------
 
 
@@ -125,6 +135,7 @@ def upsample_conv3x3(x: Tensor, weight: Tensor) -> Tensor:
     x: (N, Ci, H, W), weight: (Co, Ci, 3, 3) -> (N, Co, 2H, 2W), in x's memory format.
     """
     _check_x(x)
+    x, weight = _autocast(x, weight)
     _check_weight(x, weight, "weight")
     if use_fast("upsample_conv3x3", x):
         return torch.ops.attngan_fast.upsample_conv3x3(x, weight)
@@ -138,6 +149,7 @@ def up_block(x: Tensor, weight: Tensor, bn: BatchNormArgs, training: bool, upsam
     upsample else 1, in x's memory format. Running stats in ``bn`` are updated when training.
     """
     _check_x(x)
+    x, weight = _autocast(x, weight)
     _check_weight(x, weight, "weight")
     _check_glu_channels(weight, "weight")
     s = 2 if upsample else 1
@@ -162,9 +174,12 @@ def res_block(x: Tensor, weight1: Tensor, bn1: BatchNormArgs, weight2: Tensor, b
     """ResBlock: x + BN2(conv3x3(GLU(BN1(conv3x3(x))))).
 
     x: (N, C, H, W), weight1: (2C, C, 3, 3), bn1 over 2C, weight2: (C, C, 3, 3), bn2 over C ->
-    (N, C, H, W) in x's memory format. Running stats in bn1/bn2 are updated when training.
+    (N, C, H, W) in x's memory format. Running stats in bn1/bn2 are updated when training. Under
+    autocast the convs run in autocast's dtype and the sum is promoted to x's dtype, as in eager.
     """
     _check_x(x)
+    residual = x
+    x, weight1, weight2 = _autocast(x, weight1, weight2)
     c = x.shape[1]
     _check_weight(x, weight1, "weight1", 2 * c)
     _check_weight(x, weight2, "weight2", c)
@@ -176,7 +191,7 @@ def res_block(x: Tensor, weight1: Tensor, bn1: BatchNormArgs, weight2: Tensor, b
         y = F.batch_norm(y, bn1.running_mean, bn1.running_var, bn1.weight, bn1.bias, training, bn1.momentum, bn1.eps)
         y = F.conv2d(F.glu(y, 1), weight2, padding=1)
         y = F.batch_norm(y, bn2.running_mean, bn2.running_var, bn2.weight, bn2.bias, training, bn2.momentum, bn2.eps)
-        return y + x
+        return y + residual
     stats1 = (None, None) if training else (bn1.running_mean, bn1.running_var)
     stats2 = (None, None) if training else (bn2.running_mean, bn2.running_var)
     out, _, mean1, var1, _, _, mean2, var2 = torch.ops.attngan_fast.res_block(
@@ -184,7 +199,7 @@ def res_block(x: Tensor, weight1: Tensor, bn1: BatchNormArgs, weight2: Tensor, b
     if training:
         _update_running_stats(bn1, mean1, var1, count)
         _update_running_stats(bn2, mean2, var2, count)
-    return out
+    return out.to(torch.promote_types(out.dtype, residual.dtype))
 
 
 # ---- fake kernels and autograd ------------------------------------------------------------------
