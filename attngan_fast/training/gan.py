@@ -315,7 +315,10 @@ class GANTrainer:
             with torch.no_grad():
                 words_embs, sent_emb = self.text_encoder(captions, batch.cap_lens)
             mb = _MicroBatch(imgs, captions, batch.cap_lens, batch.class_ids.to(self.device), words_embs, sent_emb)
-            mask = (captions == 0)[:, : words_embs.size(2)]
+            mask = captions[:, : words_embs.size(2)] == 0  # contiguous, like every other T's mask
+            if self.options.compile:  # one graph of G for every longest-caption length
+                torch._dynamo.maybe_mark_dynamic(words_embs, 2)
+                torch._dynamo.maybe_mark_dynamic(mask, 1)
             mb.fake_imgs, _, mb.mu, mb.logvar = self._G(
                 noise_all[shard :: W * K], sent_emb, words_embs, mask, eps_all[shard :: W * K]
             )
