@@ -4,9 +4,15 @@ Each benchmark test is parametrized over ``impl`` in ("reference", "fast") and c
 ``record(benchmark, group=..., impl=..., shapes=...)`` before timing. At the end of the run the
 ratio reference/fast of every group is printed; ``benchmarks/report.py`` turns the JSON
 (``--benchmark-json``) into the README table.
+
+Sizes: ``ATTNGAN_BENCH_SIZES`` selects the shapes of every file. "cpu" (the default) keeps the
+suite within minutes on a 2-core CPU (the birds shapes for the components, small batches and
+widths end to end); "full" runs the birds and COCO training shapes (bird_attn2 and coco_attn2:
+batch 20 and 14) everywhere, for a GPU. Benchmarks run on CUDA when it is available, else on the CPU.
 """
 from __future__ import annotations
 
+import os
 import platform
 from typing import Any
 
@@ -14,6 +20,11 @@ import pytest
 import torch
 
 IMPLS = ("reference", "fast")  # a third, e.g. "fast+compile", is reported against "reference" too
+SIZES = os.environ.get("ATTNGAN_BENCH_SIZES", "cpu")
+if SIZES not in ("cpu", "full"):
+    raise pytest.UsageError(f"ATTNGAN_BENCH_SIZES: expected 'cpu' or 'full', got {SIZES!r}")
+FULL = SIZES == "full"
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def device_name(device: torch.device | str) -> str:

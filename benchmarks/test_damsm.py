@@ -1,8 +1,9 @@
 """DAMSM word loss: the reference loop (``attngan_fast.losses.words_loss``) vs the fused op.
 
-Shapes: birds/COCO DAMSM sizes, D=256, T=18 word slots (lengths drawn in 5..18, one of 18),
-17 x 17 regions, batch 10 (the test-time / small-batch case) and 48 (DAMSM pre-training).
-Forward only and forward+backward (gradients w.r.t. words and regions).
+Shapes: DAMSM sizes, D=256, 17 x 17 regions, T word slots (lengths drawn in 5..T, one of T).
+Sizes (see conftest): "cpu" birds (T=18) at batch 10 (the test-time / small-batch case) and 48
+(DAMSM pre-training); "full" adds birds at 20 (the GAN's batch) and COCO at 14 (GAN, T=12) and
+48 (pre-training, T=15). Forward only and forward+backward (gradients w.r.t. words and regions).
 
 FLOPs (algorithmic, both implementations): per (image, caption) pair with n words, the two
 matmuls s = W R (n x N x D) and c = B R^T, i.e. 4 n N D forward; the backward adds db = dC R,
@@ -28,18 +29,21 @@ import torch
 from attngan_fast import backend, config, damsm_losses, losses
 
 try:
-    from conftest import record, synchronized
+    from conftest import DEVICE, FULL, record, synchronized
 except ImportError:  # run as a script (the peak-memory subprocess)
     record = synchronized = None
+    DEVICE, FULL = "cpu", False
 
 CFG = config.load("bird_attn2")
-D, T, HW = 256, 18, 17
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-BATCHES = (10, 48)
+D, HW = 256, 17
+# name -> (batch, T)
+CASES = {"birds-small": (10, 18), "birds-damsm": (48, 18)}
+if FULL:
+    CASES.update({"birds-gan": (20, 18), "coco-gan": (14, 12), "coco-damsm": (48, 15)})
 ROUNDS = {"fwd": 5, "fwd+bwd": 3}
 
 
-def make_case(batch: int, device: str = DEVICE):
+def make_case(batch: int, T: int, device: str = DEVICE):
     gen = torch.Generator().manual_seed(batch)
     img = torch.randn(batch, D, HW, HW, generator=gen).to(device).requires_grad_(True)
     words = torch.randn(batch, D, T, generator=gen).to(device).requires_grad_(True)
@@ -48,9 +52,9 @@ def make_case(batch: int, device: str = DEVICE):
     return img, words, lens.to(device), torch.arange(batch, device=device), lens.sum().item()
 
 
-def make_step(impl: str, mode: str, batch: int, device: str = DEVICE):
+def make_step(impl: str, mode: str, batch: int, T: int, device: str = DEVICE):
     """A function running one words loss (forward, or forward+backward) with implementation ``impl``."""
-    img, words, lens, labels, total_len = make_case(batch, device)
+    img, words, lens, labels, total_len = make_case(batch, T, device)
     words_loss = losses.words_loss if impl == "reference" else damsm_losses.words_loss
     kwargs = {} if impl == "reference" else {"return_att_maps": False}
 
@@ -64,10 +68,10 @@ def make_step(impl: str, mode: str, batch: int, device: str = DEVICE):
     return step, total_len
 
 
-def peak_bytes(impl: str, mode: str, batch: int) -> int:
+def peak_bytes(impl: str, mode: str, batch: int, T: int) -> int:
     """Peak memory of one call above the baseline (see the module docstring)."""
     if DEVICE == "cuda":
-        step, _ = make_step(impl, mode, batch)
+        step, _ = make_step(impl, mode, batch, T)
         step()
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -76,7 +80,7 @@ def peak_bytes(impl: str, mode: str, batch: int) -> int:
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - base
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
-    out = subprocess.run([sys.executable, __file__, impl, mode, str(batch)], env=env, check=True,
+    out = subprocess.run([sys.executable, __file__, impl, mode, str(batch), str(T)], env=env, check=True,
                          capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_bytes"]
 
@@ -92,23 +96,24 @@ def _rss() -> dict[str, int]:
 
 
 @pytest.mark.parametrize("mode", ["fwd", "fwd+bwd"])
-@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("impl", ["reference", "fast"])
-def test_damsm_words_loss(benchmark, impl, batch, mode):
-    step, total_len = make_step(impl, mode, batch)
+def test_damsm_words_loss(benchmark, impl, case, mode):
+    batch, T = CASES[case]
+    step, total_len = make_step(impl, mode, batch, T)
     N = HW * HW
     flops = (4 if mode == "fwd" else 12) * batch * total_len * N * D
     tensors = 4 * (batch * D * T + batch * D * N) * (1 if mode == "fwd" else 2)
-    record(benchmark, group=f"damsm words_loss {mode} B={batch} D={D} T={T} {HW}x{HW}", impl=impl, device=DEVICE,
+    record(benchmark, group=f"damsm words_loss {case} {mode} B={batch} D={D} T={T} {HW}x{HW}", impl=impl, device=DEVICE,
            shapes={"B": batch, "D": D, "T": T, "H": HW, "W": HW, "sum_lens": total_len},
            flops=flops, bytes_moved=tensors)
-    benchmark.extra_info["peak_bytes"] = peak_bytes(impl, mode, batch)
+    benchmark.extra_info["peak_bytes"] = peak_bytes(impl, mode, batch, T)
     benchmark.pedantic(synchronized(step, DEVICE), rounds=ROUNDS[mode], warmup_rounds=1, iterations=1)
 
 
-if __name__ == "__main__":  # one peak-memory measurement on the CPU: impl mode batch
-    impl_arg, mode_arg, batch_arg = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    step_fn, _ = make_step(impl_arg, mode_arg, batch_arg, "cpu")
+if __name__ == "__main__":  # one peak-memory measurement on the CPU: impl mode batch T
+    impl_arg, mode_arg, batch_arg, t_arg = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    step_fn, _ = make_step(impl_arg, mode_arg, batch_arg, t_arg, "cpu")
     step_fn()  # warm: thread pools, lazy init
     base = _rss()["VmRSS"]
     with open("/proc/self/clear_refs", "w") as f:

@@ -1,0 +1,63 @@
+"""End to end: one GAN training iteration (every D, then G with the DAMSM loss, Adam steps and
+G's EMA; ``GANTrainer.train_step``) on a batch of synthetic birds, with frozen random encoders.
+
+Sizes (see conftest): "cpu" the demo's birds configuration with its attention stage
+(demo_birds + TREE.BRANCH_NUM 2: 64 + 128 px, GF_DIM = DF_DIM = 8, E 128, T 18) at batch 16;
+"full" bird_attn2 (64/128/256 px, batch 20) and coco_attn2 (batch 14) with the small CNN image
+encoder. Implementations: reference, fast, fast+compile (``TrainOptions(compile="inductor")``:
+G, every D and its heads compiled, the caption length marked dynamic; compiled in two untimed
+steps before the rounds; birds only with "full").
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import attngan_fast
+from attngan_fast import config
+from attngan_fast.data import SyntheticBirds
+from attngan_fast.models import RNN_ENCODER
+from attngan_fast.models.small_cnn import SmallImageEncoder
+from attngan_fast.training import GANTrainer, TrainOptions
+from conftest import DEVICE, FULL, record, synchronized
+
+SYNTHETIC = {"DATASET_NAME": "synthetic_birds", "DATA_DIR": "", "DAMSM.IMAGE_ENCODER": "small_cnn"}
+CASES = {
+    "birds": ("bird_attn2", {**SYNTHETIC, "TRAIN.BATCH_SIZE": 20}),
+    "coco": ("coco_attn2", {**SYNTHETIC, "TRAIN.BATCH_SIZE": 14}),
+} if FULL else {
+    "demo_birds": ("demo_birds", {"TREE.BRANCH_NUM": 2, "TRAIN.BATCH_SIZE": 16}),
+}
+IMPLS = ("reference", "fast", "fast+compile")
+
+
+def make_trainer(case: str, impl: str, tmp_path) -> GANTrainer:
+    name, overrides = CASES[case]
+    cfg = config.load(name, **{**overrides, "SYNTHETIC.NUM_IMAGES": 4 * overrides["TRAIN.BATCH_SIZE"]})
+    data = SyntheticBirds.from_config(cfg, "train", seed=0)
+    torch.manual_seed(0)
+    text_encoder = RNN_ENCODER(data.n_words, cfg, nhidden=cfg.TEXT.EMBEDDING_DIM)
+    image_encoder = SmallImageEncoder(cfg.TEXT.EMBEDDING_DIM, cfg.DAMSM.SMALL_CNN_WIDTH, cfg.DAMSM.SMALL_CNN_INPUT)
+    options = TrainOptions(out_dir=str(tmp_path), device=DEVICE, progress=False, sample_every=0, workers=0,
+                           compile="inductor" if impl == "fast+compile" else None)
+    return GANTrainer(cfg, data, text_encoder, image_encoder, options, ixtoword=data.ixtoword)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("case", list(CASES))
+def test_training_step(benchmark, tmp_path, case, impl):
+    if impl == "fast+compile" and case == "coco":
+        pytest.skip("compiled at the birds shapes only (the GPU check's time budget)")
+    trainer = make_trainer(case, impl, tmp_path)
+    batches = next(iter(trainer._loader(0)))
+    cfg = trainer.cfg
+    size = cfg.TREE.BASE_SIZE * 2 ** (cfg.TREE.BRANCH_NUM - 1)
+    record(benchmark, group=f"gan training step {case} {size}px B={trainer.batch_size}", impl=impl, device=DEVICE,
+           shapes={"batch": trainer.batch_size, "stages": cfg.TREE.BRANCH_NUM, "image": size, "gf_dim": cfg.GAN.GF_DIM,
+                   "df_dim": cfg.GAN.DF_DIM, "r_num": cfg.GAN.R_NUM, "T": int(batches[0].cap_lens.max()),
+                   "embedding": cfg.TEXT.EMBEDDING_DIM})
+    with attngan_fast.backend("reference" if impl == "reference" else "fast"):
+        for _ in range(2):  # compilation (fast+compile: G, the Ds, the Ds again with frozen parameters)
+            trainer.train_step(batches)
+        benchmark.pedantic(synchronized(lambda: trainer.train_step(batches), DEVICE), rounds=5,
+                           warmup_rounds=0, iterations=1)
