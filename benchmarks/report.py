@@ -82,15 +82,18 @@ def table(data: dict) -> str:
     limit = limits(data)
     lines = [
         f"Measured {data.get('datetime', '?')[:10]} on {machine.get('cpu', {}).get('brand_raw', machine.get('processor', '?'))}, "
-        f"python {machine.get('python_version', '?')}; medians of pytest-benchmark rounds; ratios are reference / other.",
+        f"python {machine.get('python_version', '?')}; medians of pytest-benchmark rounds; ratios are reference / other; "
+        "throughput of the fastest non-reference implementation, as a share of the measured limit (above 100% "
+        "when the data stays in cache).",
     ]
     versions = sorted({(b["extra_info"].get("torch"), b["extra_info"].get("triton")) for b in data["benchmarks"]
                        if "torch" in b.get("extra_info", {})})
     if versions:
         lines[0] += " " + "; ".join(f"torch {t}, triton {tr}" for t, tr in versions) + "."
-    for (device, kind), rate in sorted(limit.items()):
-        lines[0] += f" Measured limit on {device}: " + (f"copy {rate / 1e9:.3g} GB/s." if kind == "bytes"
-                                                       else f"fp32 matmul {rate / 1e12:.3g} TFLOP/s.")
+    for device in sorted({d for d, _ in limit}):
+        parts = [f"copy {limit[(device, 'bytes')] / 1e9:.3g} GB/s" if (device, "bytes") in limit else "",
+                 f"fp32 matmul {limit[(device, 'flops')] / 1e12:.3g} TFLOP/s" if (device, "flops") in limit else ""]
+        lines += ["", f"Measured limits on {device}: {', '.join(p for p in parts if p)}."]
     lines += [
         "",
         "| benchmark | shapes | device | reference | fast | reference / fast | fast+compile | reference / (fast+compile) "
