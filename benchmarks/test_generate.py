@@ -3,7 +3,7 @@
 A generator of the birds (or COCO) shape with random weights (``weights_init``): 3 stages
 (64/128/256 px), attention at stages 2 and 3, caption lengths cycling from WORDS_NUM down to
 half of it. Sizes (see conftest): "cpu" the bird_attn2 generator (GF_DIM 32, R_NUM 2, T 18)
-at batch 2; "full" bird_attn2 and coco_attn2 (GF_DIM 48, R_NUM 3, T 12) at batch 32.
+at batch 8; "full" bird_attn2 and coco_attn2 (GF_DIM 48, R_NUM 3, T 12) at batch 32.
 Implementations: reference, fast, fast+compile (``torch.compile(G, fullgraph=True)``, inductor;
 compiled before the timed rounds). ``flops``: the reference's multiply-adds x 2 (convolutions,
 linear layers and matmuls, counted by ``torch.utils.flop_counter``), so every implementation's
@@ -20,7 +20,7 @@ from attngan_fast import config
 from attngan_fast.models import G_NET, weights_init
 from conftest import DEVICE, FULL, record, synchronized
 
-CASES = {"birds": ("bird_attn2", 32), "coco": ("coco_attn2", 32)} if FULL else {"birds": ("bird_attn2", 2)}
+CASES = {"birds": ("bird_attn2", 32), "coco": ("coco_attn2", 32)} if FULL else {"birds": ("bird_attn2", 8)}
 IMPLS = ("reference", "fast", "fast+compile")
 
 
