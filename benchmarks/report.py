@@ -48,13 +48,14 @@ def limits(data: dict) -> dict[tuple[str, str], float]:
 
 
 def throughput(info: dict, seconds: float, limit: dict[tuple[str, str], float]) -> str:
-    for kind, unit, scale in (("bytes", "GB/s", 1e9), ("flops", "TFLOP/s", 1e12)):
+    """TFLOP/s and/or GB/s (whichever were recorded), each with its share of the device's limit."""
+    parts = []
+    for kind, unit, scale in (("flops", "TFLOP/s", 1e12), ("bytes", "GB/s", 1e9)):
         if info.get(kind):
             rate = info[kind] / seconds
-            text = f"{rate / scale:.3g} {unit}"
             peak = limit.get((info.get("device", "?"), kind))
-            return f"{text} ({100 * rate / peak:.0f}%)" if peak else text
-    return ""
+            parts.append(f"{rate / scale:.3g} {unit}" + (f" ({100 * rate / peak:.0f}%)" if peak else ""))
+    return ", ".join(parts)
 
 
 def format_shapes(shapes: dict) -> str:
