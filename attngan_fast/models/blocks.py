@@ -135,6 +135,13 @@ class UpBlock(nn.Sequential):
             GLU(),
         )
 
+    @classmethod
+    def from_modules(cls, *modules: nn.Module) -> "UpBlock":
+        """An UpBlock around existing children (shared, not copied): upsample, conv, BN, GLU."""
+        block = cls.__new__(cls)
+        nn.Sequential.__init__(block, *modules)
+        return block
+
     def forward(self, x: Tensor) -> Tensor:
         if (
             len(self) == 4
@@ -159,6 +166,13 @@ class Block3x3Relu(nn.Sequential):
             nn.BatchNorm2d(out_planes * 2),
             GLU(),
         )
+
+    @classmethod
+    def from_modules(cls, *modules: nn.Module) -> "Block3x3Relu":
+        """A Block3x3Relu around existing children (shared, not copied): conv, BN, GLU."""
+        block = cls.__new__(cls)
+        nn.Sequential.__init__(block, *modules)
+        return block
 
     def forward(self, x: Tensor) -> Tensor:
         if (
@@ -197,6 +211,14 @@ class ResBlock(nn.Module):
             conv3x3(channel_num, channel_num),
             nn.BatchNorm2d(channel_num),
         )
+
+    @classmethod
+    def from_block(cls, block: nn.Sequential) -> "ResBlock":
+        """A ResBlock around an existing ``block`` Sequential (shared, not copied)."""
+        res = cls.__new__(cls)
+        nn.Module.__init__(res)
+        res.block = block
+        return res
 
     def forward(self, x: Tensor) -> Tensor:
         b = self.block
