@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .losses import ClassIds, _class_mask
+from .losses import ClassIds, _class_mask, check_sent_loss_inputs
 from .models.blocks import check_shape
 from .ops.damsm import CapLens, damsm_word_similarity
 
@@ -90,10 +90,7 @@ def sent_loss(
     int64 or None. scores[i, j] = GAMMA3 * <cnn_i, rnn_j> / max(|cnn_i| |rnn_j|, eps), same-class
     off-diagonal entries at -inf. Returns CE(scores, labels), CE(scores^T, labels).
     """
-    check_shape("cnn_code", cnn_code, (batch_size, "D"))
-    check_shape("rnn_code", rnn_code, tuple(cnn_code.shape))
-    if labels is not None:
-        check_shape("labels", labels, (batch_size,))
+    check_sent_loss_inputs(cnn_code, rnn_code, labels, batch_size)
     norms = torch.linalg.vector_norm(cnn_code, dim=1).unsqueeze(1) * torch.linalg.vector_norm(rnn_code, dim=1)
     scores = cnn_code @ rnn_code.transpose(0, 1) / norms.clamp(min=eps) * cfg.TRAIN.SMOOTH.GAMMA3
     return _cross_entropies(scores, labels, class_ids)

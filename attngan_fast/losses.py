@@ -97,6 +97,14 @@ def func_attention(query: Tensor, context: Tensor, gamma1: float) -> tuple[Tenso
     return weighted_context, attn.view(batch_size, -1, ih, iw)
 
 
+def check_sent_loss_inputs(cnn_code: Tensor, rnn_code: Tensor, labels: Optional[Tensor], batch_size: int) -> None:
+    """ValueError naming the argument unless cnn_code and rnn_code are (B, D) and labels (B,) or None."""
+    check_shape("cnn_code", cnn_code, (batch_size, "D"))
+    check_shape("rnn_code", rnn_code, tuple(cnn_code.shape))
+    if labels is not None:
+        check_shape("labels", labels, (batch_size,))
+
+
 def sent_loss(
     cnn_code: Tensor,
     rnn_code: Tensor,
@@ -114,10 +122,7 @@ def sent_loss(
 
     Returns CE(scores, labels), CE(scores^T, labels) (scalars, mean-reduced).
     """
-    check_shape("cnn_code", cnn_code, (batch_size, "D"))
-    check_shape("rnn_code", rnn_code, tuple(cnn_code.shape))
-    if labels is not None:
-        check_shape("labels", labels, (batch_size,))
+    check_sent_loss_inputs(cnn_code, rnn_code, labels, batch_size)
     masks = _class_mask(class_ids, batch_size, cnn_code.device)
 
     cnn_code = cnn_code.unsqueeze(0)  # (1, B, D)

@@ -104,6 +104,13 @@ class GlobalAttentionGeneral(nn.Module):
         self.sm = nn.Softmax(dim=1)
         self.mask: Optional[Tensor] = None
 
+    @classmethod
+    def from_modules(cls, conv_context: nn.Conv2d, sm: nn.Module, mask_mode: str = "per_sample") -> "GlobalAttentionGeneral":
+        """An attention around an existing 1x1 ``conv_context`` (cdf -> idf) and ``sm`` (shared)."""
+        att = cls(conv_context.out_channels, conv_context.in_channels, mask_mode)
+        att.conv_context, att.sm = conv_context, sm
+        return att
+
     def applyMask(self, mask: Optional[Tensor]) -> None:
         """mask: (B, T) bool, True = padded word; or None."""
         self.mask = mask

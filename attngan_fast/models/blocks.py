@@ -120,12 +120,41 @@ def _is_nearest_2x(up: nn.Module) -> bool:
             and up.scale_factor in (2.0, (2.0, 2.0)))
 
 
-class UpBlock(nn.Sequential):
+class _ConvBnGlu(nn.Sequential):
+    """[nearest 2x upsample] -> conv3x3 -> BatchNorm2d -> GLU; the fused ``up_block`` op with the
+    "fast" backend, the children otherwise (or when they are not what the op computes)."""
+
+    upsample = False
+
+    @classmethod
+    def from_modules(cls, *modules: nn.Module) -> "_ConvBnGlu":
+        """The block around existing children (shared, not copied)."""
+        block = cls.__new__(cls)
+        nn.Sequential.__init__(block, *modules)
+        return block
+
+    def forward(self, x: Tensor) -> Tensor:
+        k = 1 if self.upsample else 0  # index of the conv
+        if (
+            len(self) == 3 + k
+            and (not self.upsample or _is_nearest_2x(self[0]))
+            and _fusable_conv_bn(self[k], self[k + 1])
+            and isinstance(self[k + 2], GLU)
+            and use_fast("up_block", x)
+        ):
+            bn = self[k + 1]
+            return up_block(x, self[k].weight, batch_norm_args(bn), uses_batch_stats(bn), upsample=self.upsample)
+        return super().forward(x)
+
+
+class UpBlock(_ConvBnGlu):
     """Nearest x2 upsample -> conv3x3(in, 2*out) -> BatchNorm2d(2*out) -> GLU.
 
     x: (N, in_planes, H, W) -> (N, out_planes, 2H, 2W). Children 0..3 as in the original.
     Fast backend: :func:`attngan_fast.ops.up_block` (phase-decomposed conv, fused BN + GLU).
     """
+
+    upsample = True
 
     def __init__(self, in_planes: int, out_planes: int) -> None:
         super().__init__(
@@ -135,19 +164,8 @@ class UpBlock(nn.Sequential):
             GLU(),
         )
 
-    def forward(self, x: Tensor) -> Tensor:
-        if (
-            len(self) == 4
-            and _is_nearest_2x(self[0])
-            and _fusable_conv_bn(self[1], self[2])
-            and isinstance(self[3], GLU)
-            and use_fast("up_block", x)
-        ):
-            return up_block(x, self[1].weight, batch_norm_args(self[2]), uses_batch_stats(self[2]), upsample=True)
-        return super().forward(x)
 
-
-class Block3x3Relu(nn.Sequential):
+class Block3x3Relu(_ConvBnGlu):
     """conv3x3(in, 2*out) -> BatchNorm2d(2*out) -> GLU. x: (N, in, H, W) -> (N, out, H, W).
 
     Fast backend: :func:`attngan_fast.ops.up_block` with ``upsample=False``.
@@ -159,16 +177,6 @@ class Block3x3Relu(nn.Sequential):
             nn.BatchNorm2d(out_planes * 2),
             GLU(),
         )
-
-    def forward(self, x: Tensor) -> Tensor:
-        if (
-            len(self) == 3
-            and _fusable_conv_bn(self[0], self[1])
-            and isinstance(self[2], GLU)
-            and use_fast("up_block", x)
-        ):
-            return up_block(x, self[0].weight, batch_norm_args(self[1]), uses_batch_stats(self[1]), upsample=False)
-        return super().forward(x)
 
 
 def upBlock(in_planes: int, out_planes: int) -> UpBlock:
@@ -197,6 +205,14 @@ class ResBlock(nn.Module):
             conv3x3(channel_num, channel_num),
             nn.BatchNorm2d(channel_num),
         )
+
+    @classmethod
+    def from_block(cls, block: nn.Sequential) -> "ResBlock":
+        """A ResBlock around an existing ``block`` Sequential (shared, not copied)."""
+        res = cls.__new__(cls)
+        nn.Module.__init__(res)
+        res.block = block
+        return res
 
     def forward(self, x: Tensor) -> Tensor:
         b = self.block

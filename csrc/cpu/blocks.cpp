@@ -4,6 +4,7 @@
 // channels innermost (contiguous in the NHWC conv output, so the inner loops vectorize). Caller
 // tensors in NCHW go through a per-row transpose buffer; channels_last ones are read in place.
 #include "blocks.h"
+#include "vec_exp.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -24,27 +25,6 @@ namespace attngan_fast {
 namespace blocks {
 namespace {
 
-// exp for float in a form the compiler vectorizes (glibc's expf has no SIMD variant without
-// -ffast-math, and std::floor blocks vectorization): Cody-Waite range reduction x = k ln2 + r,
-// |r| <= ln2/2, with k rounded by the 1.5 * 2^23 trick, a degree-6 polynomial for e^r, and 2^k
-// through the exponent bits. Relative error ~2 ulp on [-87, 88].
-inline float exp_simd(float x) {
-  x = std::min(std::max(x, -87.0f), 88.0f);
-  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: (v + kRound) - kRound rounds v to an integer
-  const float k = (x * 1.44269504088896341f + kRound) - kRound;
-  float r = x - k * 0.693359375f;
-  r = r + k * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(k) + 127) << 23;
-  return p * __builtin_bit_cast(float, bits);
-}
-
 template <typename acc_t>
 inline acc_t sigmoid(acc_t x) {
   return acc_t(1) / (acc_t(1) + std::exp(-x));
@@ -52,7 +32,7 @@ inline acc_t sigmoid(acc_t x) {
 
 template <>
 inline float sigmoid<float>(float x) {
-  return 1.0f / (1.0f + exp_simd(-x));
+  return 1.0f / (1.0f + vexp(-x));
 }
 
 // dst[j * dst_ld + i] = src[i * src_ld + j] for i < rows, j < cols; float by 8x8 AVX2 blocks.

@@ -23,6 +23,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "vec_exp.h"
+
 #include <algorithm>
 #include <cmath>
 #include <bit>
@@ -105,27 +107,6 @@ at::Tensor pack_words(const at::Tensor& words, const Layout& g) {
   return words.transpose(1, 2).reshape({g.B * g.T, g.D}).index_select(0, packed_rows(g)).contiguous();
 }
 
-// exp that GCC vectorizes inside `omp simd` loops (std::floor / std::min / std::exp would not):
-// x = n ln2 + r with n rounded by the 1.5 * 2^23 trick, |r| <= ln2 / 2, then the degree-6 minimax
-// polynomial of Cephes' expf (error <= 2 ulp); 0 below the float range, NaN stays NaN.
-// Double (the gradcheck path) uses std::exp.
-inline float vexp(float x) {
-  const float xc = x > 88.0f ? 88.0f : x;
-  const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  float r = xc - n * 0.693359375f;
-  r = r + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const float scale = std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
-  return x < -87.3365447505f ? 0.0f : p * scale;
-}
-
-inline double vexp(double x) { return std::exp(x); }
 
 // In place over rows [0, n) of s (ld = N): softmax over the rows (the words), for each column k.
 // mx and sum are scratch of N values.
