@@ -35,6 +35,21 @@ inline float sigmoid<float>(float x) {
   return 1.0f / (1.0f + vexp(-x));
 }
 
+// Backward of out = z_a * sigmoid(z_b), z = y * scale + shift, for the output gradient g:
+// the gradients of z_a (a) and of z_b (b).
+template <typename acc_t>
+struct GluGrad {
+  acc_t a, b;
+};
+
+template <typename acc_t>
+inline GluGrad<acc_t> glu_grad(acc_t ya, acc_t yb, acc_t g, acc_t scale_a, acc_t shift_a, acc_t scale_b,
+                               acc_t shift_b) {
+  const acc_t za = ya * scale_a + shift_a;
+  const acc_t sb = sigmoid(yb * scale_b + shift_b);
+  return {g * sb, g * za * sb * (acc_t(1) - sb)};
+}
+
 // dst[j * dst_ld + i] = src[i * src_ld + j] for i < rows, j < cols; float by 8x8 AVX2 blocks.
 template <typename T>
 void transpose_2d(const T* __restrict__ src, int64_t rows, int64_t cols, int64_t src_ld, T* __restrict__ dst,
@@ -181,14 +196,11 @@ inline void reduce_pixel(const T* __restrict__ y, const T* __restrict__ g, const
 #pragma omp simd
     for (int64_t c = 0; c < C; ++c) {
       const acc_t ya = static_cast<acc_t>(y[c]), yb = static_cast<acc_t>(y[c + C]);
-      const acc_t za = ya * scale[c] + shift[c];
-      const acc_t sb = sigmoid(yb * scale[c + C] + shift[c + C]);
-      const acc_t gv = static_cast<acc_t>(g[c]);
-      const acc_t dza = gv * sb, dzb = gv * za * sb * (acc_t(1) - sb);
-      s1[c] += static_cast<double>(dza);
-      s2[c] += static_cast<double>(dza * (ya - center[c]));
-      s1[c + C] += static_cast<double>(dzb);
-      s2[c + C] += static_cast<double>(dzb * (yb - center[c + C]));
+      const auto dz = glu_grad(ya, yb, static_cast<acc_t>(g[c]), scale[c], shift[c], scale[c + C], shift[c + C]);
+      s1[c] += static_cast<double>(dz.a);
+      s2[c] += static_cast<double>(dz.a * (ya - center[c]));
+      s1[c + C] += static_cast<double>(dz.b);
+      s2[c + C] += static_cast<double>(dz.b * (yb - center[c + C]));
     }
   } else {
 #pragma omp simd
@@ -214,12 +226,9 @@ inline void apply_pixel(const T* __restrict__ y, const T* __restrict__ g, T* __r
 #pragma omp simd
     for (int64_t c = 0; c < C; ++c) {
       const acc_t ya = static_cast<acc_t>(y[c]), yb = static_cast<acc_t>(y[c + C]);
-      const acc_t za = ya * scale[c] + shift[c];
-      const acc_t sb = sigmoid(yb * scale[c + C] + shift[c + C]);
-      const acc_t gv = static_cast<acc_t>(g[c]);
-      const acc_t dza = gv * sb, dzb = gv * za * sb * (acc_t(1) - sb);
-      gy[c] = static_cast<T>(A[c] * dza + B[c] * (ya - center[c]) + D[c]);
-      gy[c + C] = static_cast<T>(A[c + C] * dzb + B[c + C] * (yb - center[c + C]) + D[c + C]);
+      const auto dz = glu_grad(ya, yb, static_cast<acc_t>(g[c]), scale[c], shift[c], scale[c + C], shift[c + C]);
+      gy[c] = static_cast<T>(A[c] * dz.a + B[c] * (ya - center[c]) + D[c]);
+      gy[c + C] = static_cast<T>(A[c + C] * dz.b + B[c + C] * (yb - center[c + C]) + D[c + C]);
     }
   } else {
 #pragma omp simd
