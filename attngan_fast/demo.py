@@ -11,8 +11,6 @@ Outputs under ``out``: ``damsm/``, ``gan/`` (snapshots, ``log.jsonl``, ``samples
 """
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -22,7 +20,7 @@ import torch
 from . import config
 from .io import atomic_write_json
 
-__all__ = ["PROMPTS", "run_demo", "register_cli"]
+__all__ = ["PROMPTS", "DEFAULT_MINUTES", "run_demo"]
 
 PROMPTS = (
     "a bird with wings that are black and a white belly",
@@ -53,7 +51,7 @@ def run_demo(
     from .metrics.evaluate import evaluate_generator, format_table
     from .sampling import Generator, damsm_attention
     from .training.damsm import load_encoders, pretrain_damsm
-    from .training.gan import TrainOptions, train_gan
+    from .training import TrainOptions, train_gan
 
     start = time.monotonic()
     out = Path(out_dir)
@@ -103,26 +101,3 @@ def run_demo(
         f"{timings['gan_s']:.0f} s: {gan['steps']} steps); images in {out / 'prompts'}, results in "
         f"{out / 'demo.json'}")
     return summary
-
-
-def register_cli(subparsers: Any) -> None:
-    """``attngan-fast demo [--minutes M] [--out DIR]``."""
-    p = subparsers.add_parser(
-        "demo", help="synthetic birds -> DAMSM -> AttnGAN -> images + evaluation, on the CPU",
-        description="Train everything from scratch on synthetic birds within --minutes and draw "
-                    f"{len(PROMPTS)} prompts with their attention maps; no data set or weights needed.",
-    )
-    p.add_argument("--minutes", type=float, default=DEFAULT_MINUTES, help=f"time budget (default {DEFAULT_MINUTES:g})")
-    p.add_argument("--out", default="demo_output", help="output folder (default demo_output)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1, the fastest on a small shared CPU)")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
-    p.set_defaults(run=_run_cli)
-
-
-def _run_cli(args: argparse.Namespace) -> int:
-    if args.minutes < 3:
-        raise SystemExit("error: --minutes: at least 3")
-    run_demo(args.out, args.minutes, seed=args.seed, threads=args.threads, progress=args.progress)
-    return 0
-

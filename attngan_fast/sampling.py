@@ -1,4 +1,4 @@
-"""Sampling: text -> images with a trained generator (spec §7.3), and ``attngan-fast generate``.
+"""Sampling: text -> images with a trained generator (docs/original_attngan.md §7.3).
 
 >>> gen = Generator.from_checkpoint("out/checkpoint_epoch_30.pt")                  # doctest: +SKIP
 >>> result = gen.generate(["a bird with blue wings and a red belly"], seed=0, num=4)  # doctest: +SKIP
@@ -18,7 +18,6 @@ whose mask mixing depends on the batch, as the original).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import warnings
@@ -30,13 +29,14 @@ import torch
 import torch.nn as nn
 from PIL import Image
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from .config import Config, from_dict, load
 from .data.text import Vocabulary, load_captions_pickle
 from .models import G_DCGAN, G_NET, RNN_ENCODER
 from .visualize import attention_figure, to_pil
 
-__all__ = ["Generation", "Generator", "damsm_attention", "register_cli"]
+__all__ = ["Generation", "Generator", "damsm_attention"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -165,9 +165,10 @@ class Generator:
     # ------------------------------------------------------------------ drawing
     @torch.no_grad()
     def generate_ids(
-        self, captions: Tensor, cap_lens: Tensor, seed: int = 0, batch_size: int = 32
+        self, captions: Tensor, cap_lens: Tensor, seed: int = 0, batch_size: int = 32, progress: bool = False
     ) -> tuple[list[Tensor], list[Tensor]]:
-        """Images of word-id captions (N, L) int64 with lengths (N,), in batches of ``batch_size``.
+        """Images of word-id captions (N, L) int64 with lengths (N,), in batches of ``batch_size``
+        (a progress bar over the batches with ``progress``).
 
         Returns images per stage [(N, 3, S, S)] and attention per attention stage [(N, T, h, w)]
         with T = max(cap_lens) (CPU tensors).
@@ -183,7 +184,8 @@ class Generator:
         width = int(cap_lens.max())
         images: list[list[Tensor]] = []
         attention: list[list[Tensor]] = []
-        for start in range(0, n, batch_size):
+        for start in tqdm(range(0, n, batch_size), desc="generating", unit="batch", disable=not progress,
+                          dynamic_ncols=True, leave=False):
             rows = slice(start, start + batch_size)
             lens = cap_lens[rows].cpu()
             caps = captions[rows, : int(lens.max())].to(self.device)
@@ -204,6 +206,7 @@ class Generator:
         batch_size: int = 32,
         on_unknown: Literal["skip", "error"] = "skip",
         output: Literal["tensor", "pil"] = "tensor",
+        progress: bool = False,
     ) -> Union[Generation, list[Image.Image]]:
         """``num`` images per caption. output "tensor": a :class:`Generation`; "pil": the last
         stage's images as PIL images (caption-major). Unknown words: see the module docstring."""
@@ -226,7 +229,7 @@ class Generator:
         lens = torch.tensor([len(encoded[k]) for k in rows])
         for r, k in enumerate(rows):
             captions[r, : len(encoded[k])] = torch.tensor(encoded[k])
-        images, attention = self.generate_ids(captions, lens, seed=seed, batch_size=batch_size)
+        images, attention = self.generate_ids(captions, lens, seed=seed, batch_size=batch_size, progress=progress)
         return Generation([texts[k] for k in rows], [[self.vocab.ixtoword[i] for i in encoded[k]] for k in rows],
                           [unknown[k] for k in rows], images, attention, num, captions=captions) \
             if output == "tensor" else \
@@ -277,72 +280,3 @@ def _text_encoder_for(state: dict[str, Tensor], cfg: Config) -> RNN_ENCODER:
     encoder = RNN_ENCODER(ntoken, cfg, ninput=ninput, nhidden=cfg.TEXT.EMBEDDING_DIM)
     encoder.load_state_dict(state, strict=True)
     return encoder
-
-
-# ---------------------------------------------------------------------------------------- CLI
-def register_cli(subparsers: Any) -> None:
-    """``attngan-fast generate``."""
-    from .cli import add_threads_argument
-
-    p = subparsers.add_parser(
-        "generate", help="draw images for captions with a trained generator",
-        description="Images (PNG per stage) and attention pictures for captions, from a training "
-                    "snapshot or the original AttnGAN files (--netG --text-encoder --captions --cfg).",
-    )
-    p.add_argument("texts", nargs="*", metavar="CAPTION", help="captions (or use --file)")
-    p.add_argument("--file", help="a text file with one caption per line")
-    p.add_argument("--checkpoint", help="a training snapshot (checkpoint_epoch_*.pt)")
-    p.add_argument("--netG", help="original format: G state_dict, e.g. netG_epoch_600.pth")
-    p.add_argument("--text-encoder", help="original format: text_encoder200.pth")
-    p.add_argument("--captions", help="original format: captions.pickle (the training vocabulary)")
-    p.add_argument("--cfg", help="config name or file (with --netG), e.g. eval_bird")
-    p.add_argument("--mask-mode", choices=("per_sample", "original"), default=None,
-                   help="'original' reproduces the released checkpoints' attention masking")
-    p.add_argument("--weights", choices=("ema", "current"), default="ema", help="snapshot: EMA or current G")
-    p.add_argument("--out", default="generated", help="output folder (default: generated)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num", type=int, default=1, help="images per caption")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--on-unknown", choices=("skip", "error"), default="skip",
-                   help="unknown words: drop them with a warning (default) or stop")
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
-    p.add_argument("--backend", choices=("fast", "reference"), default="fast")
-    add_threads_argument(p)
-    p.set_defaults(run=_run_cli)
-
-
-def _run_cli(args: argparse.Namespace) -> int:
-    from .backend import set_backend
-    from .cli import set_threads
-
-    set_backend(args.backend)
-    set_threads(args.threads)
-    texts = list(args.texts)
-    if args.file:
-        try:
-            lines = Path(args.file).read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as e:
-            raise SystemExit(f"error: --file {args.file}: {e}") from None
-        texts += [line.strip() for line in lines if line.strip()]
-    if not texts:
-        raise SystemExit("error: no captions (give them as arguments or with --file)")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        generator = Generator.from_checkpoint(
-            args.checkpoint, netG=args.netG, text_encoder=args.text_encoder, captions=args.captions,
-            cfg=args.cfg, device=device, mask_mode=args.mask_mode, weights=args.weights,
-        )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # unknown words are reported below, once per caption
-            result = generator.generate(texts, seed=args.seed, num=args.num, batch_size=args.batch_size,
-                                        on_unknown=args.on_unknown)
-    except KeyError as e:  # on_unknown="error"
-        raise SystemExit(f"error: {e.args[0]}") from None
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
-    for text, missing in zip(result.texts[:: args.num], result.unknown[:: args.num]):
-        if missing:
-            print(f"unknown word(s) dropped from {text!r}: {', '.join(missing)}")
-    paths = result.save(args.out)
-    print(f"wrote {len(paths)} images for {len(texts)} caption(s) x {args.num} to {args.out}")
-    return 0

@@ -6,6 +6,7 @@ font (no font file is read or downloaded).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
-__all__ = ["to_pil", "image_grid", "attention_figure"]
+__all__ = ["to_pil", "image_grid", "attention_figure", "stack_vertically", "write_sample_pictures"]
 
 _LABEL_HEIGHT = 14
 _BACKGROUND = (255, 255, 255)
@@ -114,3 +115,31 @@ def attention_figure(
 
 def _resized(image: Tensor, size: int) -> Image.Image:
     return to_pil(image).resize((size, size), Image.Resampling.BILINEAR)
+
+
+def stack_vertically(images: Sequence[Image.Image]) -> Image.Image:
+    """The pictures one below the other on white, as wide as the widest."""
+    width = max(im.width for im in images)
+    out = Image.new("RGB", (width, sum(im.height for im in images)), (255, 255, 255))
+    y = 0
+    for im in images:
+        out.paste(im, (0, y))
+        y += im.height
+    return out
+
+
+def write_sample_pictures(folder: Path, tag: str, fakes: Sequence[Tensor], atts: Sequence[Tensor],
+                          captions: Sequence[Sequence[str]], max_figures: int = 4) -> list[Path]:
+    """``{tag}_g{i}.png``: a grid of stage i's images (N, 3, S, S) per stage, and
+    ``{tag}_attention.png``: the attention figures (atts: (N, T, h, w) per attention stage) of the
+    first ``max_figures`` samples, whose words are ``captions[s]``. Returns the paths written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, images in enumerate(fakes):
+        paths.append(folder / f"{tag}_g{i}.png")
+        image_grid(images).save(paths[-1])
+    figures = [attention_figure([f[s] for f in fakes], [a[s] for a in atts], list(captions[s]))
+               for s in range(min(len(captions), max_figures))]
+    paths.append(folder / f"{tag}_attention.png")
+    stack_vertically(figures).save(paths[-1])
+    return paths

@@ -29,7 +29,7 @@ def test_no_command_is_an_error(capsys):
 def test_set_threads(monkeypatch):
     import torch
 
-    from attngan_fast.cli import set_threads
+    from attngan_fast.cli.common import set_threads
 
     before = torch.get_num_threads()
     try:

@@ -11,7 +11,7 @@ from attngan_fast.data import build_dataset
 from attngan_fast.metrics.evaluate import evaluate_generator, format_table, split_captions
 from attngan_fast.sampling import Generator
 from attngan_fast.training.damsm import load_encoders
-from attngan_fast.training.gan import TrainOptions, train_gan
+from attngan_fast.training import TrainOptions, train_gan
 from training_helpers import single_thread, synthetic_run_files
 
 

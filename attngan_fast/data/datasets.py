@@ -1,6 +1,6 @@
 """``TextDataset``: the original AttnGAN data layouts (birds, COCO) and a user's own caption set.
 
-Layouts (spec §8.1), detected from the folder (``layout="auto"``):
+Layouts (docs/original_attngan.md §8.1), detected from the folder (``layout="auto"``):
 
 * **birds** (``CUB_200_2011/`` present): images ``CUB_200_2011/images/<key>.jpg``, bounding boxes
   from ``CUB_200_2011/{images,bounding_boxes}.txt`` (the image is cropped around its box),

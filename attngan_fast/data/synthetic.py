@@ -18,10 +18,8 @@ images.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -34,7 +32,7 @@ from .base import CaptionDataset
 from .text import CaptionsPickle, Vocabulary, save_captions_pickle, tokenize
 
 __all__ = ["COLOURS", "BACKGROUNDS", "BirdAttributes", "SyntheticBirds", "render_bird", "sample_attributes",
-           "bird_captions", "synthetic_vocabulary", "write_birds_layout", "read_attributes", "register_cli"]
+           "bird_captions", "synthetic_vocabulary", "write_birds_layout", "read_attributes"]
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "black": (25, 25, 25), "white": (245, 245, 240), "red": (205, 30, 35), "blue": (35, 75, 205),
@@ -299,7 +297,7 @@ def write_birds_layout(
     seed: int = 0,
     quality: int = 95,
 ) -> dict[str, int]:
-    """Write synthetic birds in the original birds layout (spec §8.1) under ``out_dir``.
+    """Write synthetic birds in the original birds layout (docs/original_attngan.md §8.1) under ``out_dir``.
 
     Images are rendered at ``int(size * 76 / 64)`` px (what the pipeline resizes to for ``size`` px
     crops) as JPEG, with a bounding box covering the whole image (so the bbox crop keeps it whole).
@@ -348,22 +346,3 @@ def read_attributes(data_dir: Union[str, os.PathLike]) -> dict[str, dict[str, An
 
 
 # ---- CLI ---------------------------------------------------------------------------------------
-def register_cli(subparsers: Any) -> None:
-    """``attngan-fast make-synthetic DIR --n N``."""
-    p = subparsers.add_parser("make-synthetic", help="write synthetic birds in the original birds layout",
-                              description=write_birds_layout.__doc__.split("\n\n")[0])
-    p.add_argument("dir", help="output folder (becomes a DATA_DIR)")
-    p.add_argument("--n", type=int, default=2500, help="number of images, train + test (default 2500)")
-    p.add_argument("--size", type=int, default=256, help="crop size the renders are made for (default 256)")
-    p.add_argument("--test-fraction", type=float, default=0.2, help="share of images in the test split (0.2)")
-    p.add_argument("--seed", type=int, default=0, help="the set's seed (default 0)")
-    p.set_defaults(run=_run_cli)
-
-
-def _run_cli(args: argparse.Namespace) -> int:
-    start = time.perf_counter()
-    counts = write_birds_layout(args.dir, args.n, size=args.size, test_fraction=args.test_fraction, seed=args.seed)
-    print(f"wrote {counts['train']} train + {counts['test']} test synthetic birds to {args.dir} "
-          f"in {time.perf_counter() - start:.1f} s")
-    return 0
-

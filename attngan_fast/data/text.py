@@ -1,6 +1,6 @@
 """Captions: tokenisation, vocabulary, ``captions.pickle`` and the original WORDS_NUM truncation.
 
-Tokenisation is the original's (spec §8.2): U+FFFD U+FFFD → space, lower-case, the runs of the
+Tokenisation is the original's (docs/original_attngan.md §8.2): U+FFFD U+FFFD → space, lower-case, the runs of the
 regex ``\\w+`` (what nltk's ``RegexpTokenizer(r'\\w+')`` returns; nltk is not needed), non-ASCII
 characters stripped from each token, empty tokens dropped.
 

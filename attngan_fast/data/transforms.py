@@ -1,4 +1,4 @@
-"""Image pipeline of the original (spec §8.4): bbox crop, resize, random crop, flip, multi-scale.
+"""Image pipeline of the original (docs/original_attngan.md §8.4): bbox crop, resize, random crop, flip, multi-scale.
 
 Randomness comes from an explicit ``numpy.random.Generator`` (never a global RNG), so a sample
 depends only on the seed it is given.

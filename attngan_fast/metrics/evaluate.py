@@ -1,4 +1,4 @@
-"""``attngan-fast evaluate``: generate images for the test captions and score them.
+"""Evaluation of a generator: generate images for the test captions and score them.
 
 For test image k the caption is the one the test split draws for it (epoch 0 of the split's seed,
 as :func:`~attngan_fast.metrics.r_precision.dataset_r_precision` uses); more images than test
@@ -14,10 +14,7 @@ Returns a JSON-ready dict; :func:`format_table` prints it.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import time
-from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
@@ -30,7 +27,7 @@ from .attributes import attribute_accuracy, train_attribute_classifier
 from .inception import InceptionV3, fid_from_features, inception_outputs, inception_score
 from .r_precision import dataset_r_precision
 
-__all__ = ["METRICS", "split_captions", "real_attribute_set", "evaluate_generator", "format_table", "register_cli"]
+__all__ = ["METRICS", "split_captions", "real_attribute_set", "evaluate_generator", "format_table"]
 
 METRICS = ("r_precision", "attributes", "is", "fid")
 ATTRIBUTES = ("wing", "belly")
@@ -71,6 +68,7 @@ def evaluate_generator(
     seed: int = 0,
     batch_size: int = 32,
     classifier_epochs: int = 15,
+    progress: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Score ``generator`` (an :class:`attngan_fast.Generator`) on the test split of ``cfg``.
@@ -93,7 +91,7 @@ def evaluate_generator(
     n = num_images or len(test_set)
     start = time.perf_counter()
     captions, lens, owners = split_captions(test_set, n)
-    images = generator.generate_ids(captions, lens, seed=seed, batch_size=batch_size)[0][-1]
+    images = generator.generate_ids(captions, lens, seed=seed, batch_size=batch_size, progress=progress)[0][-1]
     result: dict[str, Any] = {"images": n, "image_size": int(images.shape[-1]), "seed": seed,
                               "generate_seconds": time.perf_counter() - start}
     log(f"generated {n} images for the test captions in {result['generate_seconds']:.1f} s")
@@ -147,67 +145,3 @@ def format_table(result: dict[str, Any]) -> str:
     width = max(len(r[0]) for r in rows)
     line = "-" * (width + 3 + max(len(r[1]) for r in rows))
     return "\n".join([line] + [f"{k:<{width}} | {v}" for k, v in rows] + [line])
-
-
-# ---------------------------------------------------------------------------------------- CLI
-def register_cli(subparsers: Any) -> None:
-    """``attngan-fast evaluate``."""
-    from ..cli import add_threads_argument
-
-    p = subparsers.add_parser(
-        "evaluate", help="score a generator: R-precision, attribute accuracy, IS, FID",
-        description="Generate an image per test caption and score the images; prints a table and "
-                    "writes JSON.",
-    )
-    p.add_argument("--checkpoint", help="a training snapshot (checkpoint_epoch_*.pt)")
-    p.add_argument("--netG", help="original format: G state_dict (with --text-encoder, --captions, --cfg)")
-    p.add_argument("--text-encoder", help="original format: the text encoder G was trained with")
-    p.add_argument("--captions", help="original format: captions.pickle")
-    p.add_argument("--cfg", help="config name or file (default: the snapshot's)")
-    p.add_argument("--damsm", help="DAMSM text_encoder<N>.pth (image encoder next to it) for R-precision "
-                                   "(default: the config's TRAIN.NET_E)")
-    p.add_argument("--metrics", default=None,
-                   help=f"comma-separated, of {','.join(METRICS)} (default: r_precision, plus attributes "
-                        "for synthetic birds, plus is,fid with --inception-weights)")
-    p.add_argument("--inception-weights", help="torchvision inception_v3 state_dict file (for is, fid)")
-    p.add_argument("--num-images", type=int, default=None, help="images to generate (default: one per test image)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None)
-    p.add_argument("--json", default="evaluation.json", help="where to write the results (default evaluation.json)")
-    add_threads_argument(p)
-    p.set_defaults(run=_run_cli)
-
-
-def _run_cli(args: argparse.Namespace) -> int:
-    from ..cli import set_threads
-    from ..sampling import Generator
-    from ..training.damsm import load_encoders
-
-    set_threads(args.threads)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        generator = Generator.from_checkpoint(args.checkpoint, netG=args.netG, text_encoder=args.text_encoder,
-                                              captions=args.captions, cfg=args.cfg, device=device)
-        cfg = generator.cfg
-        if args.metrics:
-            metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
-        else:
-            metrics = ["r_precision"] + (["attributes"] if cfg.DATASET_NAME == "synthetic_birds" else [])
-            metrics += ["is", "fid"] if args.inception_weights else []
-        encoders = None
-        if "r_precision" in metrics:
-            damsm = args.damsm or cfg.TRAIN.NET_E
-            if not damsm:
-                raise ValueError("R-precision: give --damsm text_encoder<N>.pth (the config has no TRAIN.NET_E)")
-            encoders = load_encoders(cfg, generator.vocab.n_words, damsm, device=device)
-        result = evaluate_generator(generator, cfg, metrics=metrics, damsm_encoders=encoders,
-                                    inception_weights=args.inception_weights, num_images=args.num_images,
-                                    seed=args.seed, batch_size=args.batch_size)
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
-    print(format_table(result))
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {args.json}")
-    return 0

@@ -1,4 +1,4 @@
-"""Inception Score and FID (spec §11) with torchvision's Inception-v3, weights from a local file.
+"""Inception Score and FID (docs/original_attngan.md §11) with torchvision's Inception-v3, weights from a local file.
 
 Images are (N, 3, H, W) in [-1, 1] (the generator's range, which is also the input range of the
 Google Inception weights); they are resized to 299x299 (bilinear) inside.

@@ -1,4 +1,4 @@
-"""R-precision, the protocol of DM-GAN's released evaluation (spec §11).
+"""R-precision, the protocol of DM-GAN's released evaluation (docs/original_attngan.md §11).
 
 For each image: its true caption and ``num_mismatched`` (99) captions of random images of a
 *different class* (one random caption each, drawn with replacement), ranked by the cosine of the

@@ -1,19 +1,14 @@
-"""Training loops: DAMSM pre-training (``damsm``) and the GAN (``gan``, spec §7.1) with its snapshots
-and distributed plumbing."""
+"""Training: DAMSM pre-training (:mod:`.damsm`) and the GAN (:mod:`.trainer`, docs/original_attngan.md §7.1).
+
+Modules: :mod:`.options` (how a run is driven), :mod:`.builders` (G and the Ds), :mod:`.wrappers`
+(autocast / DDP wrappers of the step), :mod:`.trainer` (the loop), :mod:`.snapshots` (save and
+resume a trainer) over :mod:`.checkpoint` (the snapshot file format), :mod:`.distributed`.
+"""
+from .builders import build_discriminators, build_generator
 from .checkpoint import export_original_netG, find_latest, load_snapshot
 from .distributed import DistInfo, init_distributed
-from .gan import GANTrainer, TrainOptions, build_discriminators, build_generator, collate_shards, train_gan
+from .options import TrainOptions
+from .trainer import GANTrainer, collate_shards, train_gan
 
-__all__ = [
-    "DistInfo",
-    "GANTrainer",
-    "TrainOptions",
-    "build_discriminators",
-    "build_generator",
-    "collate_shards",
-    "export_original_netG",
-    "find_latest",
-    "init_distributed",
-    "load_snapshot",
-    "train_gan",
-]
+__all__ = ["DistInfo", "GANTrainer", "TrainOptions", "build_discriminators", "build_generator", "collate_shards",
+           "export_original_netG", "find_latest", "init_distributed", "load_snapshot", "train_gan"]

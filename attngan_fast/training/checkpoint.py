@@ -46,6 +46,7 @@ __all__ = [
     "save_snapshot",
     "load_snapshot",
     "export_original_netG",
+    "seed_everything",
 ]
 
 FORMAT = "attngan_fast.gan_snapshot"
@@ -118,3 +119,10 @@ def load_snapshot(path: PathLike, map_location: Union[str, torch.device] = "cpu"
 def export_original_netG(path: PathLike, state_dict: Mapping[str, torch.Tensor]) -> None:
     """Save a G state_dict as the original did (``netG_epoch_{e}.pth``: the dict only), atomically."""
     atomic_torch_save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, path)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global RNGs."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

@@ -1,4 +1,4 @@
-"""DAMSM pre-training, as the original ``pretrain_DAMSM.py`` (spec §7.2).
+"""DAMSM pre-training, as the original ``pretrain_DAMSM.py`` (docs/original_attngan.md §7.2).
 
 Per epoch: a new ``Adam(lr, betas=(0.5, 0.999))`` over the text encoder and the trainable image
 encoder parameters; both encoders in train mode (the frozen Inception's BatchNorm uses batch
@@ -21,8 +21,6 @@ images of the original are not drawn.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
 import random
@@ -45,7 +43,7 @@ from ..models import CNN_ENCODER, RNN_ENCODER
 from ..models.small_cnn import SmallImageEncoder
 
 __all__ = ["build_text_encoder", "build_image_encoder", "load_encoders", "image_encoder_path", "pretrain_damsm",
-           "damsm_step", "register_cli"]
+           "damsm_step"]
 
 PathLike = Union[str, os.PathLike]
 STATE_FILE = "damsm_state.pth"
@@ -296,48 +294,3 @@ def _warn_config_changes(saved: Config, current: Config) -> None:
     changed = [f"{k}: {old[k]!r} -> {new[k]!r}" for k in new if old.get(k) != new[k] and k not in _RESUMABLE_CHANGES]
     if changed:
         warnings.warn("resuming with a config that differs from the saved one: " + "; ".join(changed), stacklevel=3)
-
-
-# ---- CLI ---------------------------------------------------------------------------------------
-def register_cli(subparsers: Any) -> None:
-    """``attngan-fast pretrain-damsm --cfg ... [--out DIR] [--resume]``."""
-    from ..cli import add_config_arguments, add_threads_argument
-
-    p = subparsers.add_parser("pretrain-damsm", help="pre-train the DAMSM text and image encoders",
-                              description="Pre-train the DAMSM encoders as the original pretrain_DAMSM.py; "
-                                          "prints the test split's R-precision at the end.")
-    add_config_arguments(p)
-    p.add_argument("--out", help="run folder (default output/<DATASET_NAME>_<CONFIG_NAME>_<time>; with --resume "
-                                 "and no --out, the newest such folder that holds a state)")
-    p.add_argument("--resume", action="store_true", help=f"continue the run in --out from Model/{STATE_FILE}")
-    p.add_argument("--seed", type=int, help="random seed (default: random in [1, 10000], as the original)")
-    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available and CUDA: True)")
-    add_threads_argument(p)
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(run=_run_cli)
-
-
-def _run_cli(args: argparse.Namespace) -> int:
-    from ..cli import config_from_args, set_threads
-
-    cfg = config_from_args(args)
-    threads = set_threads(args.threads)
-    prefix = f"{cfg.DATASET_NAME}_{cfg.CONFIG_NAME or 'DAMSM'}"
-    out = args.out
-    if out is None and args.resume:
-        runs = sorted((p for p in Path("output").glob(f"{prefix}_*") if (p / "Model" / STATE_FILE).is_file()),
-                      key=lambda p: p.stat().st_mtime)
-        if not runs:
-            raise SystemExit(f"error: --resume: no output/{prefix}_*/Model/{STATE_FILE} found; pass --out")
-        out = runs[-1]
-    elif out is None:
-        out = Path("output") / f"{prefix}_{time.strftime('%Y_%m_%d_%H_%M_%S')}"
-    elif not args.resume and (Path(out) / "Model" / STATE_FILE).is_file():
-        raise SystemExit(f"error: {out} holds a run already; pass --resume to continue it or choose another --out")
-    start = time.perf_counter()
-    summary = pretrain_damsm(cfg, out, resume=args.resume, seed=args.seed, device=args.device,
-                             progress=not args.no_progress)
-    rp = summary.get("r_precision")
-    print(json.dumps({"out": str(out), "wall_s": round(time.perf_counter() - start, 1), "threads": threads,
-                      "r_precision": None if rp is None else f"{rp['mean']:.2f} ± {rp['std']:.2f} %"}))
-    return 0

@@ -7,12 +7,18 @@ or on CPUs with the gloo backend. Each process loads its shard of the data set t
 from __future__ import annotations
 
 import os
+import warnings
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+
+from ..models.blocks import Block3x3Relu, ResBlock, UpBlock
+
+FUSED_BLOCK_TYPES = (UpBlock, Block3x3Relu, ResBlock)
 
 __all__ = ["DistInfo", "init_distributed", "convert_sync_batchnorm", "all_mean", "any_rank", "gather_objects"]
 
@@ -64,10 +70,19 @@ def init_distributed(device: Optional[str] = None, backend: Optional[str] = None
 def convert_sync_batchnorm(module: nn.Module, info: DistInfo) -> nn.Module:
     """Replace every BatchNorm by ``nn.SyncBatchNorm`` (statistics over all ranks' shards).
 
+    The fused generator blocks normalise with their own shard's statistics, so the blocks that hold
+    a converted BatchNorm run the reference path; a RuntimeWarning names them and how many.
     torch's SyncBatchNorm has CUDA kernels only: on the CPU this raises a ValueError.
     """
     if info.device.type != "cuda":
         raise ValueError("sync_bn: torch's SyncBatchNorm runs on CUDA devices only (it has no CPU kernel)")
+    fused = Counter(type(m).__name__ for m in module.modules() if isinstance(m, FUSED_BLOCK_TYPES))
+    if fused:
+        warnings.warn(
+            f"sync_bn: {sum(fused.values())} fused blocks of {type(module).__name__} ("
+            + ", ".join(f"{n} {name}" for name, n in sorted(fused.items()))
+            + ") run the reference path: their kernels reduce BatchNorm statistics over their own shard only, "
+            "SyncBatchNorm reduces them across processes", RuntimeWarning, stacklevel=2)
     return nn.SyncBatchNorm.convert_sync_batchnorm(module)
 
 

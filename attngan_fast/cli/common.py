@@ -1,34 +1,16 @@
-"""``attngan-fast``: the command line. Each subcommand lives in the module it belongs to.
-
-A module listed in :data:`COMMAND_MODULES` defines ``register_cli(subparsers)``, which adds its
-subparser(s) and sets ``run=<function(args) -> exit code>`` as the parser default; this file only
-parses and dispatches. :func:`add_config_arguments` / :func:`config_from_args` give every
-command the same ``--cfg`` / ``--set KEY=VALUE`` options.
-"""
+"""Options shared by the subcommands: config, threads, device, backend, progress."""
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
-import sys
-from typing import Optional, Sequence
+from typing import Any, Optional
 
 import yaml
 
-from . import config
-from ._version import __version__
+from .. import config
 
-__all__ = ["main", "add_config_arguments", "config_from_args", "overrides_from_args", "add_threads_argument",
-           "set_threads", "COMMAND_MODULES"]
-
-COMMAND_MODULES = (
-    "attngan_fast.data.synthetic",  # make-synthetic
-    "attngan_fast.training.damsm",  # pretrain-damsm
-    "attngan_fast.training.gan",  # train
-    "attngan_fast.sampling",  # generate
-    "attngan_fast.metrics.evaluate",  # evaluate
-    "attngan_fast.demo",  # demo
-)
+__all__ = ["add_config_arguments", "overrides_from_args", "config_from_args", "add_threads_argument",
+           "set_threads", "add_progress_argument", "add_backend_argument"]
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -39,13 +21,13 @@ def add_config_arguments(parser: argparse.ArgumentParser, required: bool = True)
                         help="override a config key, e.g. --set TRAIN.MAX_EPOCH=5 (repeatable)")
 
 
-def overrides_from_args(args: argparse.Namespace) -> dict:
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The ``--set KEY=VALUE`` overrides as ``{"KEY": value}`` (values parsed as YAML)."""
     overrides = {}
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise SystemExit(f"--set {item!r}: expected KEY=VALUE")
+            raise SystemExit(f"error: --set {item!r}: expected KEY=VALUE")
         overrides[key.strip()] = yaml.safe_load(value) if value.strip() else ""
     return overrides
 
@@ -61,10 +43,11 @@ def config_from_args(args: argparse.Namespace, base: Optional[config.Config] = N
         raise SystemExit(f"error: {e}") from None
 
 
-def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+def add_threads_argument(parser: argparse.ArgumentParser, default: Optional[int] = None) -> None:
     """``--threads N``: torch's CPU threads; default: the cores other processes leave free."""
-    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's count, lowered to "
-                                                    "the cores not already busy per the 1-minute load average)")
+    auto = "torch's count, lowered to the cores not already busy per the 1-minute load average"
+    parser.add_argument("--threads", type=int, default=default,
+                        help=f"CPU threads for torch (default: {default if default else auto})")
 
 
 def set_threads(requested: Optional[int]) -> int:
@@ -89,21 +72,13 @@ def set_threads(requested: Optional[int]) -> int:
     return requested
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="attngan-fast", description="AttnGAN with fused kernels.")
-    parser.add_argument("--version", action="version", version=f"attngan_fast {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    subparsers.required = True
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register_cli(subparsers)
-    return parser
+def add_progress_argument(parser: argparse.ArgumentParser) -> None:
+    """``--no-progress``: no progress bars (``args.progress`` is False); per-epoch lines stay."""
+    parser.add_argument("--no-progress", dest="progress", action="store_false", default=True,
+                        help="no progress bars (the per-epoch and final lines are still printed)")
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of the ``attngan-fast`` console script."""
-    args = build_parser().parse_args(argv)
-    return int(args.run(args) or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def add_backend_argument(parser: argparse.ArgumentParser) -> None:
+    """``--backend fast|reference``: the fused kernels (default) or the original math."""
+    parser.add_argument("--backend", choices=("fast", "reference"), default="fast",
+                        help="fused kernels (default) or the original math in plain PyTorch")

@@ -1,4 +1,4 @@
-"""The AttnGAN training loop (original ``trainer.condGANTrainer.train``, spec §7.1).
+"""The AttnGAN training loop (original ``trainer.condGANTrainer.train``, docs/original_attngan.md §7.1).
 
 Per step, for each micro-batch (one per process and per accumulation step; see *Sharding*):
 
@@ -31,138 +31,38 @@ import contextlib
 import copy
 import functools
 import json
-import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-import numpy as np
 import torch
 import torch.nn as nn
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm.auto import tqdm
 
+from ..backend import get_backend
 from ..config import Config
-from ..data import Batch, collate
-from ..io import atomic_write_text
-from ..losses import KL_loss, discriminator_loss, generator_loss
-from ..models import D_NET64, D_NET128, D_NET256, G_DCGAN, G_NET, weights_init
-from ..visualize import attention_figure, image_grid
-from . import checkpoint as ckpt
-from .distributed import DistInfo, all_mean, any_rank, convert_sync_batchnorm, gather_objects
+from ..data import Batch, build_dataset, collate
+from ..io import atomic_write_json
+from ..losses import KL_loss, generator_loss
+from ..visualize import write_sample_pictures
+from .builders import build_discriminators, build_generator
+from .checkpoint import seed_everything
+from .damsm import load_encoders
+from .distributed import DistInfo, all_mean, any_rank, convert_sync_batchnorm
+from .options import AMP_DTYPES, TrainOptions
+from .snapshots import resume_trainer, save_trainer
+from .wrappers import DiscriminatorLoss, FloatOutputs
 
-__all__ = ["TrainOptions", "GANTrainer", "build_generator", "build_discriminators", "collate_shards"]
-
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@dataclass(frozen=True)
-class TrainOptions:
-    """How to run training (everything that is not the model/data configuration).
-
-    out_dir: snapshots, ``netG_epoch_{e}.pth``, ``log.jsonl`` and ``samples/`` go here.
-    max_epochs: default ``cfg.TRAIN.MAX_EPOCH``; snapshot_every (epochs): default
-        ``cfg.TRAIN.SNAPSHOT_INTERVAL`` (a snapshot after epoch index e when e % it == 0, and one
-        at the end); sample_every (steps, 0 = only at the end); log_every (steps).
-    max_minutes: stop after this much training time (then a final snapshot); None = no limit.
-    amp: None, "bf16" or "fp16" (with a GradScaler); compile: a torch.compile backend name
-        ("inductor") or None; accum_steps: micro-batches per step (see the module docstring).
-    sync_bn: SyncBatchNorm across processes (CUDA only).
-    workers: DataLoader workers (default ``cfg.WORKERS``).
-    """
-
-    out_dir: str
-    seed: int = 100
-    device: str = "cpu"
-    max_epochs: Optional[int] = None
-    snapshot_every: Optional[int] = None
-    sample_every: int = 1000
-    log_every: int = 1
-    max_minutes: Optional[float] = None
-    amp: Optional[str] = None
-    channels_last: bool = False
-    compile: Optional[str] = None
-    accum_steps: int = 1
-    sync_bn: bool = False
-    ema_decay: float = 0.999
-    workers: Optional[int] = None
-    num_samples: int = 8
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.amp not in (None, *AMP_DTYPES):
-            raise ValueError(f"amp: expected None, 'bf16' or 'fp16', got {self.amp!r}")
-        for name in ("accum_steps", "log_every", "num_samples"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay: expected in [0, 1), got {self.ema_decay}")
-
-
-def build_generator(cfg: Config) -> nn.Module:
-    """G_NET (or G_DCGAN when ``GAN.B_DCGAN``), initialised as the original (weights_init)."""
-    netG = G_DCGAN(cfg) if cfg.GAN.B_DCGAN else G_NET(cfg)
-    netG.apply(weights_init)
-    return netG
-
-
-def build_discriminators(cfg: Config) -> list[nn.Module]:
-    """One D per stage (64/128/256 px), or for G_DCGAN one D of the final size without the
-    unconditional head; initialised with weights_init."""
-    classes = (D_NET64, D_NET128, D_NET256)
-    if cfg.GAN.B_DCGAN:
-        netsD = [classes[cfg.TREE.BRANCH_NUM - 1](cfg, b_jcu=False)]
-    else:
-        netsD = [cls(cfg) for cls in classes[: cfg.TREE.BRANCH_NUM]]
-    for netD in netsD:
-        netD.apply(weights_init)
-    return netsD
+__all__ = ["GANTrainer", "collate_shards", "train_gan"]
 
 
 def collate_shards(samples: Sequence[Any], shards: int) -> list[Batch]:
     """Items ``k, k + shards, ...`` of ``samples`` -> micro-batch k, each collated (sorted by length)."""
     return [collate(samples[k::shards]) for k in range(shards)]
-
-
-class _FloatOutputs(nn.Module):
-    """Runs ``module`` under autocast and returns its tensors as float32 (the BCE and DAMSM losses
-    then run outside autocast, where BCE is allowed). D's heads are wrapped the same way."""
-
-    def __init__(self, module: nn.Module, device_type: str, dtype: torch.dtype) -> None:
-        super().__init__()
-        self.module = module
-        self.device_type = device_type
-        self.dtype = dtype
-        for head in ("COND_DNET", "UNCOND_DNET"):
-            if hasattr(module, head):
-                inner = getattr(module, head)
-                setattr(self, head, None if inner is None else _FloatOutputs(inner, device_type, dtype))
-
-    def forward(self, *args: Any) -> Any:
-        with torch.autocast(self.device_type, dtype=self.dtype):
-            out = self.module(*args)
-        return _to_float(out)
-
-
-def _to_float(out: Any) -> Any:
-    if isinstance(out, Tensor):
-        return out.float() if out.is_floating_point() else out
-    if isinstance(out, (list, tuple)):
-        return type(out)(_to_float(o) for o in out)
-    return out
-
-
-class _DiscriminatorLoss(nn.Module):
-    """``discriminator_loss`` as a module, so that DDP sees every D parameter used in one forward."""
-
-    def __init__(self, netD: nn.Module) -> None:
-        super().__init__()
-        self.netD = netD
-
-    def forward(self, real: Tensor, fake: Tensor, cond: Tensor, real_labels: Tensor, fake_labels: Tensor) -> Tensor:
-        return discriminator_loss(self.netD, real, fake, cond, real_labels, fake_labels)
 
 
 @dataclass
@@ -212,10 +112,10 @@ class GANTrainer:
         if options.amp == "fp16" and self.device.type == "cpu" and not hasattr(torch.amp, "GradScaler"):
             raise ValueError("amp 'fp16' needs torch.amp.GradScaler")
 
-        _seed_everything(options.seed)  # the same initial weights on every process
+        seed_everything(options.seed)  # the same initial weights on every process
         self.netG = build_generator(cfg).to(self.device)
         self.netsD = [d.to(self.device) for d in build_discriminators(cfg)]
-        _seed_everything(options.seed + self.dist.rank)  # data augmentation differs per process
+        seed_everything(options.seed + self.dist.rank)  # data augmentation differs per process
         if options.channels_last:
             self.netG.to(memory_format=torch.channels_last)
             for netD in self.netsD:
@@ -263,10 +163,10 @@ class GANTrainer:
         image_encoder: nn.Module = self.image_encoder
         if opts.amp:
             dtype = AMP_DTYPES[opts.amp]
-            netG = _FloatOutputs(netG, self.device.type, dtype)
-            netsD = [_FloatOutputs(d, self.device.type, dtype) for d in netsD]
-            image_encoder = _FloatOutputs(image_encoder, self.device.type, dtype)
-        d_losses = [_DiscriminatorLoss(d) for d in netsD]
+            netG = FloatOutputs(netG, self.device.type, dtype)
+            netsD = [FloatOutputs(d, self.device.type, dtype) for d in netsD]
+            image_encoder = FloatOutputs(image_encoder, self.device.type, dtype)
+        d_losses = [DiscriminatorLoss(d) for d in netsD]
         if self.dist.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
             netG = DistributedDataParallel(netG, device_ids=ids)
@@ -410,7 +310,8 @@ class GANTrainer:
         tick, tick_step = start, self.step
         for epoch in range(self.epoch, self.max_epochs):
             loader = self._loader(epoch)
-            bar = _progress(len(loader), f"epoch {epoch}", enabled=main and opts.progress)
+            bar = tqdm(total=len(loader), desc=f"epoch {epoch}", unit="step", dynamic_ncols=True, leave=False,
+                       disable=not (main and opts.progress))
             for batch in loader:
                 window.append(self.train_step(batch))
                 if self.step % opts.log_every == 0:
@@ -426,7 +327,7 @@ class GANTrainer:
                     break
             bar.close()
             if main and last:
-                _write(f"epoch {epoch}: step {self.step} | " + " ".join(
+                tqdm.write(f"epoch {epoch}: step {self.step} | " + " ".join(
                     f"{k} {v:.3g}" for k, v in last.items() if k != "imgs_per_s")
                     + f" | {last.get('imgs_per_s', 0.0):.1f} img/s | {time.perf_counter() - start:.0f} s")
             if stopped:
@@ -466,20 +367,8 @@ class GANTrainer:
         eps = torch.randn(n, self.cfg.GAN.CONDITION_DIM, generator=gen, device=self.device)
         words_embs, sent_emb = self.text_encoder(caps, lens)
         fakes, atts, _, _ = self.netG_ema(noise, sent_emb, words_embs, caps == 0, eps)
-        folder = self.out_dir / "samples"
-        folder.mkdir(parents=True, exist_ok=True)
-        tag = tag or f"step_{self.step:07d}"
-        paths = []
-        for i, images in enumerate(fakes):
-            paths.append(folder / f"{tag}_g{i}.png")
-            image_grid(images).save(paths[-1])
-        figures = []
-        for s in range(min(n, 4)):
-            words = [self.ixtoword[int(t)] for t in caps[s, : int(lens[s])]]
-            figures.append(attention_figure([f[s] for f in fakes], [a[s] for a in atts], words))
-        paths.append(folder / f"{tag}_attention.png")
-        _stack_vertically(figures).save(paths[-1])
-        return paths
+        words = [[self.ixtoword[int(t)] for t in caps[s, : int(lens[s])]] for s in range(n)]
+        return write_sample_pictures(self.out_dir / "samples", tag or f"step_{self.step:07d}", fakes, atts, words)
 
     def _sync_ema_buffers(self) -> None:
         for ema_buf, buf in zip(self.netG_ema.buffers(), self.netG.buffers()):
@@ -487,133 +376,15 @@ class GANTrainer:
 
     # ------------------------------------------------------------------ snapshots
     def save(self, label: int) -> Path:
-        """Write ``checkpoint_epoch_{label}.pt`` and ``netG_epoch_{label}.pth`` (EMA G, original
-        format). Collective: every process calls it (the RNG states of all ranks are stored)."""
-        rng = gather_objects(ckpt.capture_rng(self.noise_gen), self.dist)
-        path = ckpt.snapshot_path(self.out_dir, label)
-        if not self.dist.is_main:
-            return path
-        ema = self.ema_state_dict()
-        ckpt.save_snapshot(path, {
-            "epoch": self.epoch,
-            "step": self.step,
-            "label": label,
-            "netG": self.netG.state_dict(),
-            "netG_ema": ema,
-            "netsD": [d.state_dict() for d in self.netsD],
-            "optimizerG": self.optimizerG.state_dict(),
-            "optimizersD": [o.state_dict() for o in self.optimizersD],
-            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-            "rng": rng,
-            "config": self.cfg.to_dict(),
-            "options": asdict(self.options),
-            "text_encoder": self.text_encoder.state_dict(),
-            "ixtoword": self.ixtoword,
-            "fixed_batch": self.fixed_batch,
-        })
-        ckpt.export_original_netG(self.out_dir / f"netG_epoch_{label}.pth", ema)
-        return path
+        """Write the snapshot ``checkpoint_epoch_{label}.pt`` and ``netG_epoch_{label}.pth``
+        (:func:`~attngan_fast.training.snapshots.save_trainer`); collective."""
+        return save_trainer(self, label)
 
     def resume(self, path: str | Path) -> None:
-        """Continue from a snapshot: weights, EMA, optimizers, scaler, epoch, step and RNG states.
-
-        Resuming at an epoch boundary with the same options and number of processes reproduces
-        the uninterrupted run exactly. ``log.jsonl`` is cut back to the snapshot's step.
-        """
-        snap = ckpt.load_snapshot(path, map_location=self.device)
-        _check_same_model(snap["config"], self.cfg.to_dict(), path)
-        self.netG.load_state_dict(snap["netG"])
-        params = dict(self.netG_ema.named_parameters())
-        with torch.no_grad():
-            for name, value in snap["netG_ema"].items():
-                if name in params:
-                    params[name].copy_(value)
-        for netD, state in zip(self.netsD, snap["netsD"], strict=True):
-            netD.load_state_dict(state)
-        self.optimizerG.load_state_dict(snap["optimizerG"])
-        for optimizer, state in zip(self.optimizersD, snap["optimizersD"], strict=True):
-            optimizer.load_state_dict(state)
-        if snap["scaler"] is not None:
-            self.scaler.load_state_dict(snap["scaler"])
-        self.epoch, self.step = snap["epoch"], snap["step"]
-        self.fixed_batch = snap["fixed_batch"]
-        rng = snap["rng"]
-        if len(rng) == self.dist.world_size:
-            ckpt.restore_rng(rng[self.dist.rank], self.noise_gen)
-        else:  # another number of processes: the noise stream continues, the rest is reseeded
-            self.noise_gen.set_state(rng[0]["noise"])
-            _seed_everything(self.options.seed + 7919 * self.step + self.dist.rank)
-        if self.dist.is_main:
-            _truncate_log(self.out_dir / "log.jsonl", self.step)
+        """Continue from a snapshot (:func:`~attngan_fast.training.snapshots.resume_trainer`)."""
+        resume_trainer(self, path)
 
 
-def _check_same_model(saved: Mapping[str, Any], current: Mapping[str, Any], path: Any) -> None:
-    keys = [("GAN", k) for k in ("DF_DIM", "GF_DIM", "Z_DIM", "CONDITION_DIM", "R_NUM", "B_DCGAN")]
-    keys += [("TEXT", "EMBEDDING_DIM"), ("TREE", "BRANCH_NUM")]
-    differ = [f"{a}.{b}: {saved[a][b]!r} in the snapshot, {current[a][b]!r} now"
-              for a, b in keys if saved[a][b] != current[a][b]]
-    if differ:
-        raise ValueError(f"{path}: the snapshot's model differs from the configuration: " + "; ".join(differ))
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # a line torn by a killed process
-            continue
-        if record["step"] <= step:
-            kept.append(line)
-    atomic_write_text(path, "".join(line + "\n" for line in kept))
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _stack_vertically(images: list) -> Any:
-    from PIL import Image
-
-    width = max(im.width for im in images)
-    out = Image.new("RGB", (width, sum(im.height for im in images)), (255, 255, 255))
-    y = 0
-    for im in images:
-        out.paste(im, (0, y))
-        y += im.height
-    return out
-
-
-def _write(line: str) -> None:
-    from tqdm.auto import tqdm
-
-    tqdm.write(line)
-
-
-class _NoProgress:
-    def set_postfix(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress(total: int, desc: str, enabled: bool) -> Any:
-    if not enabled:
-        return _NoProgress()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, leave=False)
-
-
-# ---------------------------------------------------------------------------------------- running
 def train_gan(
     cfg: Config,
     options: TrainOptions,
@@ -626,9 +397,6 @@ def train_gan(
 
     Writes ``run.json`` (config, options, summary) next to the snapshots. Returns the summary.
     """
-    from ..data import build_dataset
-    from .damsm import load_encoders
-
     if not cfg.TRAIN.NET_E:
         raise ValueError("TRAIN.NET_E is empty: the GAN trains against a pre-trained DAMSM text encoder "
                          "(text_encoder<N>.pth, with image_encoder<N>.pth next to it); run "
@@ -642,84 +410,8 @@ def train_gan(
         trainer.resume(resume)
     summary = trainer.train()
     if info.is_main:
-        from ..backend import get_backend
-        from ..io import atomic_write_json
-
         atomic_write_json(Path(options.out_dir) / "run.json", {
             "config": cfg.to_dict(), "options": asdict(options), "backend": get_backend(),
             "world_size": info.world_size, "torch": torch.__version__, **summary,
         })
     return summary
-
-
-def register_cli(subparsers: Any) -> None:
-    """``attngan-fast train --cfg ... --out DIR [options]`` (also under ``torchrun``)."""
-    from ..cli import add_config_arguments, add_threads_argument
-
-    p = subparsers.add_parser(
-        "train", help="train the AttnGAN generator and discriminators",
-        description="Train G and the Ds (spec §7.1) against pre-trained DAMSM encoders (TRAIN.NET_E). "
-                    "Multi-GPU: torchrun --nproc_per_node N -m attngan_fast.cli train ...",
-    )
-    add_config_arguments(p, required=False)
-    p.add_argument("--out", required=True, help="output folder: snapshots, netG_epoch_*.pth, log.jsonl, samples/")
-    p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="SNAPSHOT",
-                   help="continue from a snapshot (default: the latest in --out); the config and options "
-                        "come from it unless given again")
-    p.add_argument("--seed", type=int, default=None, help="seed (default: random in 1..10000, as the original)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
-    p.add_argument("--backend", choices=("fast", "reference"), default="fast", help="fused kernels or the original math")
-    p.add_argument("--amp", choices=tuple(AMP_DTYPES), default=None, help="mixed precision (fp16 with a GradScaler)")
-    p.add_argument("--channels-last", action="store_true", default=None, help="channels_last memory format")
-    p.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
-                   help="torch.compile G and the Ds (default backend: inductor)")
-    p.add_argument("--accum-steps", type=int, default=None, help="micro-batches of TRAIN.BATCH_SIZE per step (1)")
-    p.add_argument("--sync-bn", action="store_true", default=None, help="SyncBatchNorm across processes (CUDA)")
-    p.add_argument("--max-epochs", type=int, default=None, help="default TRAIN.MAX_EPOCH")
-    p.add_argument("--max-minutes", type=float, default=None, help="stop after this much training time")
-    p.add_argument("--snapshot-every", type=int, default=None, help="epochs (default TRAIN.SNAPSHOT_INTERVAL)")
-    p.add_argument("--sample-every", type=int, default=None, help="steps between sample grids (1000; 0: at the end)")
-    p.add_argument("--log-every", type=int, default=None, help="steps between log.jsonl records (1)")
-    p.add_argument("--workers", type=int, default=None, help="data loader workers (default WORKERS)")
-    p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
-    add_threads_argument(p)
-    p.set_defaults(run=_run_cli)
-
-
-_OPTION_ARGS = ("seed", "device", "amp", "channels_last", "compile", "accum_steps", "sync_bn", "max_epochs",
-                "max_minutes", "snapshot_every", "sample_every", "log_every", "workers", "progress")
-
-
-def _run_cli(args: Any) -> int:
-    from ..backend import set_backend
-    from ..cli import config_from_args, set_threads
-    from ..config import from_dict
-    from .distributed import init_distributed
-
-    set_backend(args.backend)
-    set_threads(args.threads)
-    given = {name: getattr(args, name) for name in _OPTION_ARGS if getattr(args, name) is not None}
-    resume, base = None, {}
-    if args.resume is not None:
-        resume = ckpt.find_latest(args.out) if args.resume == "latest" else Path(args.resume)
-        if resume is None:
-            raise SystemExit(f"error: --resume: no snapshot (checkpoint_epoch_*.pt) in {args.out}")
-        snap = ckpt.load_snapshot(resume)
-        base = {k: v for k, v in snap["options"].items() if k != "out_dir"}
-        cfg = config_from_args(args, base=from_dict(snap["config"]))
-    elif args.cfg:
-        cfg = config_from_args(args)
-    else:
-        raise SystemExit("error: train needs --cfg (or --resume)")
-    info = init_distributed(given.get("device", base.get("device") if resume else None))
-    if "seed" not in given and "seed" not in base:  # as the original: random, the same on every rank
-        given["seed"] = gather_objects(random.randint(1, 10000), info)[0]
-    options = {**base, **given, "out_dir": args.out, "device": info.device.type}
-    try:
-        summary = train_gan(cfg, TrainOptions(**options), resume=resume, dist_info=info)
-    except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
-    if info.is_main:
-        print(f"trained {summary['epochs']} epochs, {summary['steps']} steps in {summary['seconds']:.0f} s; "
-              f"last snapshot {summary['snapshot']}")
-    return 0

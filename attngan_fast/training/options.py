@@ -1,0 +1,54 @@
+"""How a GAN training run is driven (:class:`TrainOptions`): everything that is not the model/data config."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+__all__ = ["AMP_DTYPES", "TrainOptions"]
+
+AMP_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """How to run training (everything that is not the model/data configuration).
+
+    out_dir: snapshots, ``netG_epoch_{e}.pth``, ``log.jsonl`` and ``samples/`` go here.
+    max_epochs: default ``cfg.TRAIN.MAX_EPOCH``; snapshot_every (epochs): default
+        ``cfg.TRAIN.SNAPSHOT_INTERVAL`` (a snapshot after epoch index e when e % it == 0, and one
+        at the end); sample_every (steps, 0 = only at the end); log_every (steps).
+    max_minutes: stop after this much training time (then a final snapshot); None = no limit.
+    amp: None, "bf16" or "fp16" (with a GradScaler); compile: a torch.compile backend name
+        ("inductor") or None; accum_steps: micro-batches per step (see the module docstring).
+    sync_bn: SyncBatchNorm across processes (CUDA only).
+    workers: DataLoader workers (default ``cfg.WORKERS``).
+    """
+
+    out_dir: str
+    seed: int = 100
+    device: str = "cpu"
+    max_epochs: Optional[int] = None
+    snapshot_every: Optional[int] = None
+    sample_every: int = 1000
+    log_every: int = 1
+    max_minutes: Optional[float] = None
+    amp: Optional[str] = None
+    channels_last: bool = False
+    compile: Optional[str] = None
+    accum_steps: int = 1
+    sync_bn: bool = False
+    ema_decay: float = 0.999
+    workers: Optional[int] = None
+    num_samples: int = 8
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.amp not in (None, *AMP_DTYPES):
+            raise ValueError(f"amp: expected None, 'bf16' or 'fp16', got {self.amp!r}")
+        for name in ("accum_steps", "log_every", "num_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay: expected in [0, 1), got {self.ema_decay}")
