@@ -4,7 +4,9 @@
     python benchmarks/report.py bench.json [more.json ...] [--out table.md]
 
 One row per benchmark group: the median time of reference, fast and fast+compile, the ratios
-reference/fast and reference/(fast+compile), any other implementation's ratio, the shapes and the
+reference/fast and reference/(fast+compile); where measured, reference+compile (the original math under
+``torch.compile``: what a user gets without this library) and the ratio (reference+compile)/(fast+compile);
+any other implementation's ratio, the shapes and the
 device; where the benchmark recorded ``bytes`` or ``flops``, the achieved GB/s or TFLOP/s of the
 fastest non-reference implementation, as a share of the machine's measured limit (copy bandwidth,
 fp32 matmul; ``benchmarks/test_limits.py``) when the run has it. Several files (e.g. one per
@@ -17,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
-MAIN_IMPLS = ("reference", "fast", "fast+compile")
+MAIN_IMPLS = ("reference", "fast", "fast+compile", "reference+compile")
 
 
 def rows(data: dict) -> list[dict]:
@@ -98,8 +100,8 @@ def table(data: dict) -> str:
     lines += [
         "",
         "| benchmark | shapes | device | reference | fast | reference / fast | fast+compile | reference / (fast+compile) "
-        "| other | throughput (% of limit) |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+        "| reference+compile | (reference+compile) / (fast+compile) | other | throughput (% of limit) |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for r in rows(data):
         t = r["times"]
@@ -110,8 +112,10 @@ def table(data: dict) -> str:
                 return ""
             return f"**{ref / t[impl]:.2f}x**" if bold else f"{ref / t[impl]:.2f}x"
 
+        compiled = (f"**{t['reference+compile'] / t['fast+compile']:.2f}x**"
+                    if "reference+compile" in t and "fast+compile" in t else "")
         others = ", ".join(f"{impl} {format_time(s)} ({ratio(impl)})" for impl, s in sorted(t.items()) if impl not in MAIN_IMPLS)
-        candidates = [impl for impl in t if impl != "reference"]
+        candidates = [impl for impl in t if not impl.startswith("reference")]
         best = min(candidates, key=t.get) if candidates else "reference"
         tp = throughput(r["info"][best], t[best], limit)
         if tp and best != "fast":
@@ -119,7 +123,7 @@ def table(data: dict) -> str:
         shapes = format_shapes(next(iter(r["info"].values())).get("shapes", {}))
         lines.append(f"| {r['group']} | {shapes} | {r['device']} | {format_time(ref)} | {format_time(t.get('fast'))} "
                      f"| {ratio('fast', bold=True)} | {format_time(t.get('fast+compile'))} | {ratio('fast+compile', bold=True)} "
-                     f"| {others} | {tp} |")
+                     f"| {format_time(t.get('reference+compile'))} | {compiled} | {others} | {tp} |")
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,4 @@
-"""benchmarks/report.py: the README table from pytest-benchmark JSON (three implementations, limits, merging)."""
+"""benchmarks/report.py: the README table from pytest-benchmark JSON (four implementations, limits, merging)."""
 from __future__ import annotations
 
 import importlib.util
@@ -21,7 +21,8 @@ def test_table_ratios_throughput_and_merge(tmp_path):
              "benchmarks": [bench("limit: copy", "limit", 0.5, bytes=4e9, limit_of="bytes"),
                             bench(step, "reference", 3.0, shapes={"batch": 16, "h": [2, 3]}),
                             bench(step, "fast", 1.5, flops=3e9),
-                            bench(step, "fast+compile", 1.0, flops=3e9)]}
+                            bench(step, "fast+compile", 1.0, flops=3e9),
+                            bench(step, "reference+compile", 2.0)]}
     second = {"benchmarks": [bench("attention", "reference", 0.004, bytes=2e6),
                              bench("attention", "fast", 0.001, bytes=2e6),
                              bench("attention", "fast+weights", 0.002, bytes=3e6)]}
@@ -35,8 +36,8 @@ def test_table_ratios_throughput_and_merge(tmp_path):
     rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ") and "---" not in line}
     assert set(rows) == {"benchmark", step, "attention"}  # the limit is no row
     cells = rows[step].split(" | ")
-    assert cells[1:8] == ["batch 16, h 2x3", "cpu x2", "3 s", "1.5 s", "**2.00x**", "1 s", "**3.00x**"]
-    assert cells[9].rstrip(" |") == "fast+compile: 0.003 TFLOP/s"  # no flops limit measured
+    assert cells[1:10] == ["batch 16, h 2x3", "cpu x2", "3 s", "1.5 s", "**2.00x**", "1 s", "**3.00x**", "2 s", "**2.00x**"]
+    assert cells[11].rstrip(" |") == "fast+compile: 0.003 TFLOP/s"  # no flops limit measured
     cells = rows["attention"].split(" | ")
-    assert cells[5] == "**4.00x**" and cells[8] == "fast+weights 2 ms (2.00x)"
-    assert cells[9].rstrip(" |") == "2 GB/s (25%)"
+    assert cells[5] == "**4.00x**" and cells[10] == "fast+weights 2 ms (2.00x)"
+    assert cells[11].rstrip(" |") == "2 GB/s (25%)"
