@@ -48,6 +48,7 @@ from ..config import Config
 from ..data import Batch, build_dataset, collate
 from ..io import atomic_write_json
 from ..losses import KL_loss, generator_loss
+from ..models.folding import FrozenImageEncoder
 from ..visualize import write_sample_pictures
 from .builders import build_discriminators, build_generator
 from .checkpoint import seed_everything
@@ -160,7 +161,7 @@ class GANTrainer:
                 for head in (netD.COND_DNET, netD.UNCOND_DNET):
                     if head is not None:
                         head.compile(backend=opts.compile)
-        image_encoder: nn.Module = self.image_encoder
+        image_encoder: nn.Module = FrozenImageEncoder(self.image_encoder)  # BatchNorm folded on "fast"
         if opts.amp:
             dtype = AMP_DTYPES[opts.amp]
             netG = FloatOutputs(netG, self.device.type, dtype)
