@@ -12,8 +12,10 @@ import torch.nn as nn
 
 from attngan_fast import reference
 from attngan_fast.ops import (
+    attention,
     batch_norm_args,
     count_batch,
+    damsm,
     damsm_word_similarity,
     dispatch,
     upsample_conv3x3,
@@ -41,9 +43,9 @@ def _with_cuda_limits_on_cpu(monkeypatch, op: str, limits: list[dispatch.Limit])
 
 
 def test_too_long_caption_falls_back_to_the_reference_with_one_warning(monkeypatch, fresh_warnings):
-    """DAMSM's Triton kernel takes T <= 64 word slots: a longer caption runs the reference (it raised before)."""
-    _with_cuda_limits_on_cpu(monkeypatch, "damsm_word_similarity",
-                             [dispatch.Limit("at most 64 word slots (T <= 64)", lambda w, lens, r: w.shape[2] <= 64)])
+    """DAMSM's Triton kernels take T <= 64 word slots: a longer caption runs the reference (it raised before)."""
+    pytest.importorskip("triton")
+    _with_cuda_limits_on_cpu(monkeypatch, "damsm_word_similarity", damsm.triton_limits())
     calls = []
     monkeypatch.setattr(torch.ops.attngan_fast, "damsm_word_similarity", lambda *a: calls.append(a))
     words, regions = torch.randn(2, 8, 70), torch.randn(2, 8, 3, 3)
@@ -60,6 +62,32 @@ def test_too_long_caption_falls_back_to_the_reference_with_one_warning(monkeypat
     monkeypatch.undo()
     short = damsm_word_similarity(words[:, :, :10], [10, 5], regions, G1, G2)[0]
     assert_close(short, reference.damsm_word_similarity(words[:, :, :10], [10, 5], regions, G1, G2)[0])
+
+
+def test_damsm_cuda_limits_name_width_and_float64(monkeypatch, fresh_warnings):
+    pytest.importorskip("triton")
+    _with_cuda_limits_on_cpu(monkeypatch, "damsm_word_similarity", damsm.triton_limits())
+    regions = torch.randn(2, 1100, 2, 2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        damsm_word_similarity(torch.randn(2, 1100, 3), [3, 1], regions, G1, G2)
+        damsm_word_similarity(torch.randn(2, 4, 3).double(), [3, 1], regions[:, :4].double(), G1, G2)
+    assert [m.split("takes ")[1] for m in _messages(caught)] == [
+        "at most 1024 features (D <= 1024); using the reference implementation",
+        "float32, float16 or bfloat16 (float64 has no tl.dot path); using the reference implementation"]
+
+
+def test_attention_cuda_limit_applies_to_long_captions(monkeypatch, fresh_warnings):
+    pytest.importorskip("triton")
+    _with_cuda_limits_on_cpu(monkeypatch, "word_region_attention", attention.triton_limits())
+    h, words = torch.randn(1, 2, 2, 2), torch.randn(1, 2, 65)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ctx, weights = word_region_attention(h, words, need_weights=True)
+        word_region_attention(h, words[:, :, :64])
+    assert torch.equal(ctx, reference.word_region_attention(h, words)[0])
+    assert _messages(caught) == ["attngan_fast.word_region_attention: the cpu kernel takes at most 64 words "
+                                 "(T <= 64); using the reference implementation"]
 
 
 def test_attention_limit_warns_once_per_limit(monkeypatch, fresh_warnings):

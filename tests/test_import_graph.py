@@ -13,8 +13,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import attngan_fast
-import attngan_fast.kernels
+import attngan_fast.kernels  # binds attngan_fast too
 
 ROOT = "attngan_fast"
 

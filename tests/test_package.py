@@ -1,7 +1,6 @@
 """The package, its compiled extension and the backend switch."""
 import subprocess
 import sys
-import warnings
 
 import pytest
 

@@ -22,7 +22,7 @@ from .._extension import has_extension
 from .checks import check_float_tensor, check_like, check_shape, describe
 from .dispatch import Limit, register_kernels, register_triton, use_kernel
 
-__all__ = ["check_word_region_attention_inputs", "word_region_attention"]
+__all__ = ["check_word_region_attention_inputs", "triton_limits", "word_region_attention"]
 
 _OP = "word_region_attention"
 
@@ -102,6 +102,13 @@ def _word_region_attention_backward(ctx, grad_context: Optional[Tensor], grad_we
     return grad_h, grad_words, None, None
 
 
+def triton_limits() -> list[Limit]:
+    """The inputs the Triton kernels cannot take (imports Triton): more than ``MAX_WORDS`` words."""
+    from ..kernels.attention import MAX_WORDS
+
+    return [Limit(f"at most {MAX_WORDS} words (T <= {MAX_WORDS})", lambda h, words, mask: words.shape[2] <= MAX_WORDS)]
+
+
 def _register_triton_kernels() -> list[Limit]:
     """The Triton kernels for CUDA tensors (imports Triton); returns their limits."""
     from ..kernels import attention as triton_attention
@@ -109,8 +116,7 @@ def _register_triton_kernels() -> list[Limit]:
     torch.library.register_kernel(f"attngan_fast::{_OP}", "cuda", triton_attention.word_region_attention_forward)
     torch.library.register_kernel(f"attngan_fast::{_OP}_backward", "cuda",
                                   triton_attention.word_region_attention_backward)
-    max_words = triton_attention.MAX_WORDS
-    return [Limit(f"at most {max_words} words (T <= {max_words})", lambda h, words, mask: words.shape[2] <= max_words)]
+    return triton_limits()
 
 
 if has_extension():

@@ -123,7 +123,8 @@ def check_upsample_conv3x3_inputs(x: Tensor, weight: Tensor) -> None:
 
 
 def check_up_block_inputs(x: Tensor, weight: Tensor, bn: BatchNormArgs, training: bool, upsample: bool) -> None:
-    """As :func:`check_upsample_conv3x3_inputs`, plus an even Co and bn over Co channels (batch > 1 value when training)."""
+    """As :func:`check_upsample_conv3x3_inputs`, plus an even Co and bn over Co channels (more than one
+    value per channel when training)."""
     check_upsample_conv3x3_inputs(x, weight)
     _check_glu_channels(weight, "weight")
     s = 2 if upsample else 1

@@ -24,7 +24,7 @@ from ..reference.damsm import CapLens, similarity_dtype
 from .checks import check_float_tensor, check_like
 from .dispatch import Limit, register_kernels, register_triton, use_kernel
 
-__all__ = ["CapLens", "check_damsm_word_similarity_inputs", "damsm_word_similarity"]
+__all__ = ["CapLens", "check_damsm_word_similarity_inputs", "damsm_word_similarity", "triton_limits"]
 
 _OP = "damsm_word_similarity"
 
@@ -121,19 +121,25 @@ def _damsm_word_similarity_backward(ctx, grad_sim: Tensor, grad_attn: Tensor):
     return grad_words, None, grad_regions, None, None, None
 
 
+def triton_limits() -> list[Limit]:
+    """The inputs the Triton kernels cannot take (imports Triton): T > ``MAX_T``, D > ``MAX_D``, float64."""
+    from ..kernels.damsm import DTYPES, MAX_D, MAX_T
+
+    return [
+        Limit(f"at most {MAX_T} word slots (T <= {MAX_T})", lambda words, lens, regions: words.shape[2] <= MAX_T),
+        Limit(f"at most {MAX_D} features (D <= {MAX_D})", lambda words, lens, regions: words.shape[1] <= MAX_D),
+        Limit("float32, float16 or bfloat16 (float64 has no tl.dot path)",
+              lambda words, lens, regions: words.dtype in DTYPES),
+    ]
+
+
 def _register_triton_kernels() -> list[Limit]:
     """The Triton kernels for CUDA tensors (imports Triton); returns their limits."""
     from ..kernels import damsm as triton_damsm
 
     torch.library.register_kernel(f"attngan_fast::{_OP}", "cuda", triton_damsm.damsm_word_similarity_forward)
     torch.library.register_kernel(f"attngan_fast::{_OP}_backward", "cuda", triton_damsm.damsm_word_similarity_backward)
-    max_t, max_d, dtypes = triton_damsm.MAX_T, triton_damsm.MAX_D, triton_damsm.DTYPES
-    return [
-        Limit(f"at most {max_t} word slots (T <= {max_t})", lambda words, lens, regions: words.shape[2] <= max_t),
-        Limit(f"at most {max_d} features (D <= {max_d})", lambda words, lens, regions: words.shape[1] <= max_d),
-        Limit("float32, float16 or bfloat16 (no float64: no tl.dot path)",
-              lambda words, lens, regions: words.dtype in dtypes),
-    ]
+    return triton_limits()
 
 
 if has_extension():

@@ -57,7 +57,8 @@ def _warn_once(key: tuple[str, ...], message: str) -> None:
 
 
 def use_kernel(op: str, x: torch.Tensor, *inputs: Any) -> bool:
-    """True when the backend is "fast", ``op`` has a kernel for ``x``'s device and ``(x, *inputs)`` are within its limits.
+    """True when the backend is "fast", ``op`` has a kernel for ``x``'s device and ``(x, *inputs)`` are
+    within its limits.
 
     ``x`` is the op's first input (its device picks the kernel); the limits see ``(x, *inputs)``.
     """
