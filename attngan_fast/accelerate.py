@@ -31,8 +31,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .backend import backend
+from .losses import fused
 from .models.attention import MASK_MODES, GlobalAttentionGeneral
-from .models.blocks import GLU, Block3x3Relu, ResBlock, UpBlock, _fusable_conv_bn, _is_nearest_2x
+from .models.blocks import GLU, Block3x3Relu, ResBlock, UpBlock, fusable_conv_bn, is_nearest_2x
 
 __all__ = ["AccelerationReport", "DamsmLosses", "accelerate", "accelerate_losses"]
 
@@ -98,7 +99,7 @@ def _conv3x3(m: nn.Module, c_in: int, c_out: int) -> bool:
 def _match_up_block(m: nn.Module) -> Optional[Callable[[], nn.Module]]:
     if type(m) is not nn.Sequential or len(m) != 4:
         return None
-    if _is_nearest_2x(m[0]) and _fusable_conv_bn(m[1], m[2]) and m[1].out_channels % 2 == 0 and _is_glu(m[3]):
+    if is_nearest_2x(m[0]) and fusable_conv_bn(m[1], m[2]) and m[1].out_channels % 2 == 0 and _is_glu(m[3]):
         return lambda: UpBlock.from_modules(m[0], m[1], m[2], GLU())
     return None
 
@@ -106,7 +107,7 @@ def _match_up_block(m: nn.Module) -> Optional[Callable[[], nn.Module]]:
 def _match_block3x3_relu(m: nn.Module) -> Optional[Callable[[], nn.Module]]:
     if type(m) is not nn.Sequential or len(m) != 3:
         return None
-    if _fusable_conv_bn(m[0], m[1]) and m[0].out_channels % 2 == 0 and _is_glu(m[2]):
+    if fusable_conv_bn(m[0], m[1]) and m[0].out_channels % 2 == 0 and _is_glu(m[2]):
         return lambda: Block3x3Relu.from_modules(m[0], m[1], GLU())
     return None
 
@@ -115,8 +116,8 @@ def _res_body(block: nn.Module) -> bool:
     if type(block) is not nn.Sequential or len(block) != 5:
         return False
     c = getattr(block[3], "in_channels", -1)
-    return (_fusable_conv_bn(block[0], block[1]) and _conv3x3(block[0], c, 2 * c) and _is_glu(block[2])
-            and _fusable_conv_bn(block[3], block[4]) and _conv3x3(block[3], c, c))
+    return (fusable_conv_bn(block[0], block[1]) and _conv3x3(block[0], c, 2 * c) and _is_glu(block[2])
+            and fusable_conv_bn(block[3], block[4]) and _conv3x3(block[3], c, c))
 
 
 def _match_res_block(m: nn.Module) -> Optional[Callable[[], nn.Module]]:
@@ -226,8 +227,6 @@ def accelerate_losses(cfg: Any) -> DamsmLosses:
     EasyDict). Values and gradients equal the reference losses; no per-caption loop, no host sync
     except for the att maps' lengths.
     """
-    from . import damsm_losses
-
     smooth = cfg.TRAIN.SMOOTH
     for key in ("GAMMA1", "GAMMA2", "GAMMA3"):
         if not isinstance(getattr(smooth, key, None), (int, float)):
@@ -235,10 +234,10 @@ def accelerate_losses(cfg: Any) -> DamsmLosses:
 
     def words_loss(img_features: Tensor, words_emb: Tensor, labels: Optional[Tensor], cap_lens: Any,
                    class_ids: Any, batch_size: int) -> tuple[Optional[Tensor], Optional[Tensor], list[Tensor]]:
-        return damsm_losses.words_loss(img_features, words_emb, labels, cap_lens, class_ids, batch_size, cfg)
+        return fused.words_loss(img_features, words_emb, labels, cap_lens, class_ids, batch_size, cfg)
 
     def sent_loss(cnn_code: Tensor, rnn_code: Tensor, labels: Optional[Tensor], class_ids: Any, batch_size: int,
                   eps: float = 1e-8) -> tuple[Optional[Tensor], Optional[Tensor]]:
-        return damsm_losses.sent_loss(cnn_code, rnn_code, labels, class_ids, batch_size, cfg, eps)
+        return fused.sent_loss(cnn_code, rnn_code, labels, class_ids, batch_size, cfg, eps)
 
     return DamsmLosses(words_loss, sent_loss)

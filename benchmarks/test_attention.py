@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from attngan_fast import config
-from attngan_fast.models.attention import word_region_attention_reference
 from attngan_fast.ops import word_region_attention
+from attngan_fast.reference import word_region_attention as word_region_attention_reference
 from conftest import DEVICE, FULL, record, synchronized
 
 DATASETS = {"birds": "bird_attn2", **({"coco": "coco_attn2"} if FULL else {})}

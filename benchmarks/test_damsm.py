@@ -26,7 +26,8 @@ import sys
 import pytest
 import torch
 
-from attngan_fast import backend, config, damsm_losses, losses
+from attngan_fast import backend, config, losses
+from attngan_fast.losses import fused as damsm_losses
 
 try:
     from conftest import DEVICE, FULL, record, synchronized

@@ -27,10 +27,6 @@ PyMODINIT_FUNC PyInit__C(void) {
 }
 
 TORCH_LIBRARY(attngan_fast, m) {
-  // GLU over the channel dim: x (N, 2C, *) -> x[:, :C] * sigmoid(x[:, C:])  (N, C, *)
-  m.def("glu(Tensor x) -> Tensor");
-  m.def("glu_backward(Tensor grad_out, Tensor x) -> Tensor");
-
   // Word-region attention (GlobalAttentionGeneral, per-sample mask), attngan_fast/ops/attention.py:
   // h (B, C, H, W), words (B, C, T), mask (B, T) bool (True = padded word) -> context (B, C, H, W),
   // weights (B, T, H, W) if need_weights else an empty (0,) tensor. Backward: grad_weights may be
@@ -41,7 +37,7 @@ TORCH_LIBRARY(attngan_fast, m) {
       "word_region_attention_backward(Tensor grad_context, Tensor? grad_weights, Tensor h, Tensor words, "
       "Tensor? mask, Tensor? weights) -> (Tensor, Tensor)");
 
-  // DAMSM word-level similarity of every (image j, caption i) pair (spec 6.1-6.3):
+  // DAMSM word-level similarity of every (image j, caption i) pair (docs/original_attngan.md §6.1-6.3):
   //   words (B, D, T), cap_lens (B,) int in [1, T], regions (B, D, H, W)
   //   -> sim (B, B) float32 (float64 for float64 inputs), sim[j, i] = image j vs caption i;
   //      attn (B, T, H, W) caption i's attention on image i (zero at t >= cap_lens[i]) when

@@ -26,9 +26,12 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+__all__ = ["DTYPES", "MAX_D", "MAX_T", "damsm_word_similarity_backward", "damsm_word_similarity_forward"]
+
 COS_EPS = tl.constexpr(1e-8)  # a global read inside @triton.jit must be a constexpr
 MAX_T = 64
 MAX_D = 1024
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # tl.dot: no float64
 
 
 @triton.jit
@@ -198,7 +201,7 @@ def _config(words: Tensor) -> dict:
         raise ValueError(f"words: the CUDA kernel supports T <= {MAX_T} word slots, got T={T}")
     if D > MAX_D:
         raise ValueError(f"words: the CUDA kernel supports D <= {MAX_D} features, got D={D}")
-    if words.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+    if words.dtype not in DTYPES:
         raise TypeError(f"words: the CUDA kernel takes float32, float16 or bfloat16, got {words.dtype}")
     block_d = max(16, triton.next_power_of_2(D))
     fp32 = words.dtype == torch.float32
@@ -219,7 +222,7 @@ def _strides(words: Tensor, regions: Tensor) -> tuple[Tensor, tuple[int, ...]]:
     return regions, (*words.stride(), *regions.stride())
 
 
-def damsm_forward(words: Tensor, cap_lens: Tensor, regions: Tensor, gamma1: float, gamma2: float,
+def damsm_word_similarity_forward(words: Tensor, cap_lens: Tensor, regions: Tensor, gamma1: float, gamma2: float,
                   need_attention: bool) -> tuple[Tensor, Tensor]:
     """CUDA kernel of ``attngan_fast::damsm_word_similarity``: sim (B, B) float32, attn (B or 0, T, H, W)."""
     B, D, T = words.shape
@@ -235,7 +238,7 @@ def damsm_forward(words: Tensor, cap_lens: Tensor, regions: Tensor, gamma1: floa
     return sim, attn
 
 
-def damsm_backward(grad_sim: Tensor, words: Tensor, cap_lens: Tensor, regions: Tensor, gamma1: float,
+def damsm_word_similarity_backward(grad_sim: Tensor, words: Tensor, cap_lens: Tensor, regions: Tensor, gamma1: float,
                    gamma2: float) -> tuple[Tensor, Tensor]:
     """CUDA kernel of ``attngan_fast::damsm_word_similarity_backward``: (grad_words, grad_regions)."""
     B, D, T = words.shape

@@ -1,6 +1,6 @@
 """The fused word-region attention op: C++ (CPU) and Triton kernels against the reference.
 
-The reference is :func:`attngan_fast.models.attention.word_region_attention_reference` with
+The reference is :func:`attngan_fast.reference.word_region_attention` with
 per-sample masking. Triton kernels run in the interpreter on a CPU-only machine (tiny shapes),
 on the GPU where there is one.
 """
@@ -14,8 +14,8 @@ import torch
 
 from attngan_fast import backend, config
 from attngan_fast.models import NEXT_STAGE_G, GlobalAttentionGeneral
-from attngan_fast.models.attention import word_region_attention_reference
-from attngan_fast.ops import _dispatch, word_region_attention
+from attngan_fast.ops import dispatch, word_region_attention
+from attngan_fast.reference import word_region_attention as word_region_attention_reference
 from kernel_checks import assert_close, assert_low_precision_ok
 
 OP = torch.ops.attngan_fast.word_region_attention
@@ -206,7 +206,7 @@ def test_reference_backend_and_other_devices_use_the_reference(monkeypatch):
     ctx, weights = word_region_attention(h, words, mask)
     assert weights is None
     assert_close(ctx, ref[0])
-    monkeypatch.setattr(_dispatch, "_warned", set())
+    monkeypatch.setattr(dispatch, "_warned", set())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for _ in range(2):
@@ -344,7 +344,7 @@ def test_triton_strided_backward_matches_and_is_deterministic(monkeypatch):
 
 @pytest.mark.cuda
 def test_cuda_op_dispatch_and_autograd():
-    assert "cuda" in _dispatch.fast_devices("word_region_attention")
+    assert "cuda" in dispatch.kernel_devices("word_region_attention")
     h, words, mask = make_inputs(4, 32, 64, 64, 18, device="cuda")
     grad_ctx, grad_weights = torch.randn_like(h), torch.randn(4, 18, 64, 64, device="cuda")
     compare_fp32(fast_with_grads(h, words, mask, grad_ctx, grad_weights),

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from attngan_fast import backend, config, damsm_losses, losses
+from attngan_fast import backend, config, losses
+from attngan_fast.losses import fused as damsm_losses
 from attngan_fast.ops import damsm_word_similarity
 from kernel_checks import TOLERANCES, assert_close, assert_low_precision_ok
 
@@ -144,7 +145,7 @@ def test_op_bad_input():
         damsm_word_similarity(words, cap_lens, regions[:1], G1, G2)
     with pytest.raises(ValueError, match=r"words: expected a non-empty \(B, D, T\), got \(2, 6\)"):
         damsm_word_similarity(words[:, :, 0], cap_lens, regions, G1, G2)
-    with pytest.raises(TypeError, match="regions: expected dtype torch.float32 \\(as words\\), got torch.float64"):
+    with pytest.raises(TypeError, match="regions: expected dtype torch.float32 \\(that of words\\), got torch.float64"):
         damsm_word_similarity(words, cap_lens, regions.double(), G1, G2)
     with pytest.raises(ValueError, match=r"cap_lens: expected values in \[1, T=3\]"):  # the C++ check, op called directly
         torch.ops.attngan_fast.damsm_word_similarity(words, torch.tensor([3, 9]), regions, G1, G2, False)
@@ -280,7 +281,7 @@ def test_triton_kernels_match_cpu_op(lens, D, T, H, W, dtype):
     triton_damsm = pytest.importorskip("attngan_fast.kernels.damsm")
     words, cap_lens, regions = make_inputs(lens, D, T, H, W, torch.float32, grad=False)
     words, regions = words.to(dtype), regions.to(dtype)
-    sim, attn = triton_damsm.damsm_forward(words, cap_lens, regions, G1, G2, True)
+    sim, attn = triton_damsm.damsm_word_similarity_forward(words, cap_lens, regions, G1, G2, True)
     sim_cpu, attn_cpu = torch.ops.attngan_fast.damsm_word_similarity(
         words.float(), cap_lens, regions.float(), G1, G2, True)
     assert sim.dtype == torch.float32 and attn.dtype == dtype
@@ -288,7 +289,7 @@ def test_triton_kernels_match_cpu_op(lens, D, T, H, W, dtype):
     torch.testing.assert_close(sim, sim_cpu, atol=atol * 10, rtol=rtol)
     torch.testing.assert_close(attn.float(), attn_cpu, atol=atol, rtol=rtol)
     grad_sim = torch.randn(len(lens), len(lens))
-    g_words, g_regions = triton_damsm.damsm_backward(grad_sim, words, cap_lens, regions, G1, G2)
+    g_words, g_regions = triton_damsm.damsm_word_similarity_backward(grad_sim, words, cap_lens, regions, G1, G2)
     ref_words, ref_regions = torch.ops.attngan_fast.damsm_word_similarity_backward(
         grad_sim, words.float(), cap_lens, regions.float(), G1, G2)
     assert g_words.dtype == g_regions.dtype == dtype

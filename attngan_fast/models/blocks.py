@@ -11,14 +11,13 @@ modules otherwise, or for a configuration the fused ops do not cover.
 """
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence, Union
-
-import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..ops._dispatch import use_fast
-from ..ops.blocks import batch_norm_args, res_block, up_block, uses_batch_stats
+from .. import reference
+from ..ops.blocks import batch_norm_args, count_batch, res_block, up_block, uses_batch_stats
+from ..ops.checks import check_shape
+from ..ops.dispatch import use_kernel
 
 __all__ = [
     "GLU",
@@ -33,60 +32,19 @@ __all__ = [
     "downBlock",
     "encode_image_by_16times",
     "check_shape",
+    "fusable_conv_bn",
+    "is_nearest_2x",
 ]
-
-
-def check_shape(
-    name: str,
-    x: Tensor,
-    expected: Sequence[Union[int, str]],
-    sizes: Optional[dict[str, int]] = None,
-) -> None:
-    """Raise ``ValueError`` unless ``x.shape`` matches ``expected``.
-
-    ``expected`` holds ints (exact sizes) and symbols (str, any size). With ``sizes``, a symbol
-    seen for the first time is bound to the size found, and later uses must match it; the
-    message then shows the bound value, e.g. ``"word_embs: expected (B=2, 256, T), got (2, 128, 5)"``.
-    Only Python shape comparisons: no device sync, traceable by torch.compile.
-    """
-    shape = tuple(x.shape)
-    bound = {} if sizes is None else dict(sizes)
-    ok = len(shape) == len(expected)
-    if ok:
-        for dim, want in zip(shape, expected):
-            if isinstance(want, str):
-                if sizes is not None and bound.setdefault(want, dim) != dim:
-                    ok = False
-            elif dim != want:
-                ok = False
-    if not ok:
-        raise ValueError(f"{name}: expected ({_format_expected(expected, sizes)}), got {shape}")
-    if sizes is not None:
-        sizes.update(bound)
-
-
-def _format_expected(expected: Sequence[Union[int, str]], sizes: Optional[Mapping[str, int]]) -> str:
-    parts = []
-    for want in expected:
-        if isinstance(want, str) and sizes is not None and want in sizes:
-            parts.append(f"{want}={sizes[want]}")
-        else:
-            parts.append(str(want))
-    return parts[0] + "," if len(parts) == 1 else ", ".join(parts)
 
 
 class GLU(nn.Module):
     """Gated linear unit over channels: ``a * sigmoid(b)`` with ``a, b`` the two halves of dim 1.
 
-    x: (N, 2k, ...) -> (N, k, ...). Equal to ``F.glu(x, dim=1)``.
+    x: (N, 2k, ...) -> (N, k, ...). Equal to ``F.glu(x, dim=1)``: :func:`attngan_fast.reference.glu`.
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        nc = x.size(1)
-        if nc % 2 != 0:
-            raise ValueError(f"x: GLU needs an even channel count (dim 1), got shape {tuple(x.shape)}")
-        half = nc // 2
-        return x[:, :half] * torch.sigmoid(x[:, half:])
+        return reference.glu(x)
 
 
 def conv1x1(in_planes: int, out_planes: int, bias: bool = False) -> nn.Conv2d:
@@ -99,7 +57,7 @@ def conv3x3(in_planes: int, out_planes: int) -> nn.Conv2d:
     return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=1, padding=1, bias=False)
 
 
-def _fusable_conv_bn(conv: nn.Module, bn: nn.Module) -> bool:
+def fusable_conv_bn(conv: nn.Module, bn: nn.Module) -> bool:
     """conv3x3 (stride 1, padding 1, no bias) then an affine BatchNorm2d: what the fused ops compute."""
     return (
         type(conv) is nn.Conv2d
@@ -115,7 +73,8 @@ def _fusable_conv_bn(conv: nn.Module, bn: nn.Module) -> bool:
     )
 
 
-def _is_nearest_2x(up: nn.Module) -> bool:
+def is_nearest_2x(up: nn.Module) -> bool:
+    """A nearest-neighbour 2x ``nn.Upsample`` (by scale factor): what ``up_block(upsample=True)`` computes."""
     return (isinstance(up, nn.Upsample) and up.mode == "nearest" and up.size is None
             and up.scale_factor in (2.0, (2.0, 2.0)))
 
@@ -137,13 +96,15 @@ class _ConvBnGlu(nn.Sequential):
         k = 1 if self.upsample else 0  # index of the conv
         if (
             len(self) == 3 + k
-            and (not self.upsample or _is_nearest_2x(self[0]))
-            and _fusable_conv_bn(self[k], self[k + 1])
+            and (not self.upsample or is_nearest_2x(self[0]))
+            and fusable_conv_bn(self[k], self[k + 1])
             and isinstance(self[k + 2], GLU)
-            and use_fast("up_block", x)
+            and use_kernel("up_block", x)
         ):
             bn = self[k + 1]
-            return up_block(x, self[k].weight, batch_norm_args(bn), uses_batch_stats(bn), upsample=self.upsample)
+            out = up_block(x, self[k].weight, batch_norm_args(bn), uses_batch_stats(bn), upsample=self.upsample)
+            count_batch(bn)
+            return out
         return super().forward(x)
 
 
@@ -218,14 +179,17 @@ class ResBlock(nn.Module):
         b = self.block
         if (
             len(b) == 5
-            and _fusable_conv_bn(b[0], b[1])
+            and fusable_conv_bn(b[0], b[1])
             and isinstance(b[2], GLU)
-            and _fusable_conv_bn(b[3], b[4])
+            and fusable_conv_bn(b[3], b[4])
             and uses_batch_stats(b[1]) == uses_batch_stats(b[4])
-            and use_fast("res_block", x)
+            and use_kernel("res_block", x)
         ):
             training = uses_batch_stats(b[1])
-            return res_block(x, b[0].weight, batch_norm_args(b[1]), b[3].weight, batch_norm_args(b[4]), training)
+            out = res_block(x, b[0].weight, batch_norm_args(b[1]), b[3].weight, batch_norm_args(b[4]), training)
+            count_batch(b[1])
+            count_batch(b[4])
+            return out
         return self.block(x) + x
 
 

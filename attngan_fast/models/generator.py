@@ -12,8 +12,9 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ..ops.checks import check_shape
 from .attention import GlobalAttentionGeneral
-from .blocks import GLU, ResBlock, check_shape, conv3x3, upBlock
+from .blocks import GLU, ResBlock, conv3x3, upBlock
 
 __all__ = ["CA_NET", "INIT_STAGE_G", "NEXT_STAGE_G", "GET_IMAGE_G", "G_NET", "G_DCGAN"]
 

@@ -1,18 +1,22 @@
 """The fused ops, each a ``torch.library`` custom op with a pure-PyTorch reference twin.
 
-Every public function here validates its inputs, then runs the fused kernel for the tensor's
-device when the backend is "fast", else the reference.
+Every public function here validates its inputs (:mod:`.checks`), then runs the fused kernel for
+the tensor's device when the backend is "fast" and the kernel takes the inputs, else the reference
+(:mod:`attngan_fast.reference`); :mod:`.dispatch` holds that policy. One module per op family, each
+laid out the same way: ``check_<op>_inputs``, the public ``<op>``, then the fakes
+(``_<op>_fake``, ``_<op>_backward_fake``), the autograd formula (``_<op>_setup_context``,
+``_<op>_backward``) and the per-device kernels (C++ from ``_C``; Triton launchers
+``<op>_forward`` / ``<op>_backward`` in ``attngan_fast.kernels``).
 """
 from .attention import word_region_attention
-from .blocks import BatchNormArgs, batch_norm_args, res_block, up_block, upsample_conv3x3, uses_batch_stats
+from .blocks import BatchNormArgs, batch_norm_args, count_batch, res_block, up_block, upsample_conv3x3, uses_batch_stats
 from .damsm import damsm_word_similarity
-from .glu import glu
 
 __all__ = [
     "BatchNormArgs",
     "batch_norm_args",
+    "count_batch",
     "damsm_word_similarity",
-    "glu",
     "res_block",
     "up_block",
     "upsample_conv3x3",

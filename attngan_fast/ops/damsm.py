@@ -1,49 +1,49 @@
 """DAMSM word-level similarity of every (image, caption) pair of a batch as one custom op.
 
-``sim[j, i]`` scores image j against caption i (spec §6.1-6.3): for each of caption i's words,
-softmax over the words per region, softmax over the regions of ``gamma1`` times that, the
-attended region context, its cosine with the word, then log-sum-exp of ``gamma2`` times the
-cosines over the caption's words. The fused kernels (C++ on CPU, Triton on CUDA) never build
-the B x B x T x N attention tensors and recompute the attention in the backward.
+``sim[j, i]`` scores image j against caption i (docs/original_attngan.md §6.1-6.3): for each of
+caption i's words, softmax over the words per region, softmax over the regions of ``gamma1`` times
+that, the attended region context, its cosine with the word, then log-sum-exp of ``gamma2`` times
+the cosines over the caption's words. The fused kernels (C++ on CPU, Triton on CUDA) never build
+the B x B x T x N attention tensors and recompute the attention in the backward. Semantics:
+:func:`attngan_fast.reference.damsm_word_similarity`.
+
+Kernels: CPU -> C++ (``csrc/cpu/damsm.cpp``, any size and floating dtype); CUDA -> Triton
+(``attngan_fast.kernels.damsm``: T <= ``MAX_T``, D <= ``MAX_D``, no float64). Other inputs run
+the reference (:mod:`attngan_fast.ops.dispatch`).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Optional
 
 import torch
 from torch import Tensor
 
+from .. import reference
 from .._extension import has_extension
-from ._dispatch import register_devices, use_fast
+from ..reference.damsm import CapLens, similarity_dtype
+from .checks import check_float_tensor, check_like
+from .dispatch import Limit, register_kernels, register_triton, use_kernel
 
-CapLens = Union[Tensor, Sequence[int]]
+__all__ = ["CapLens", "check_damsm_word_similarity_inputs", "damsm_word_similarity", "triton_limits"]
+
+_OP = "damsm_word_similarity"
 
 
-def _sim_dtype(dtype: torch.dtype) -> torch.dtype:
-    """sim is accumulated and returned in float32 (float64 for float64 inputs)."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def check_damsm_inputs(words: Tensor, cap_lens: CapLens, regions: Tensor) -> Tensor:
+def check_damsm_word_similarity_inputs(words: Tensor, cap_lens: CapLens, regions: Tensor) -> Tensor:
     """Validate the inputs; return cap_lens as an int tensor (B,) on words' device.
 
     Raises TypeError for a non-float ``words``/``regions`` or mismatched dtypes, ValueError naming
     the argument for wrong shapes, devices, cap_lens dtype or (when given as Python ints) values.
     Tensor cap_lens values are checked by the kernel (CPU) or an asynchronous device assert (CUDA).
     """
-    if not isinstance(words, Tensor) or not words.is_floating_point():
-        raise TypeError(f"words: expected a floating-point tensor (B, D, T), got {getattr(words, 'dtype', type(words).__name__)}")
+    check_float_tensor("words", words, "(B, D, T)")
     if words.dim() != 3 or 0 in words.shape:
         raise ValueError(f"words: expected a non-empty (B, D, T), got {tuple(words.shape)}")
     B, D, T = words.shape
-    if not isinstance(regions, Tensor) or not regions.is_floating_point():
-        raise TypeError(f"regions: expected a floating-point tensor (B, D, H, W), got {getattr(regions, 'dtype', type(regions).__name__)}")
+    check_float_tensor("regions", regions, "(B, D, H, W)")
     if regions.dim() != 4 or regions.shape[:2] != (B, D) or 0 in regions.shape:
         raise ValueError(f"regions: expected (B={B}, D={D}, H, W), got {tuple(regions.shape)}")
-    if regions.dtype != words.dtype:
-        raise TypeError(f"regions: expected dtype {words.dtype} (as words), got {regions.dtype}")
-    if regions.device != words.device:
-        raise ValueError(f"regions: expected device {words.device} (as words), got {regions.device}")
+    check_like("regions", regions, "words", words)
     if isinstance(cap_lens, Tensor):
         if cap_lens.dtype not in (torch.int32, torch.int64):
             raise ValueError(f"cap_lens: expected an int32 or int64 tensor, got {cap_lens.dtype}")
@@ -77,77 +77,75 @@ def damsm_word_similarity(
     (B, T, H, W) in words' dtype: caption i's attention over image i's regions (what
     ``words_loss`` returns as att maps; zero at t >= cap_lens[i]; no gradient), else None.
     """
-    lens = check_damsm_inputs(words, cap_lens, regions)
-    # the Triton kernel has no float64 path (tl.dot): float64 on CUDA runs the reference
-    if use_fast("damsm_word_similarity", words) and not (words.is_cuda and words.dtype == torch.float64):
-        if lens.device.type == "cuda":
-            T = words.shape[2]
-            torch._assert_async(((lens >= 1) & (lens <= T)).all(), f"cap_lens: expected values in [1, T={T}]")
-        sim, attn = torch.ops.attngan_fast.damsm_word_similarity(
-            words, lens, regions, float(gamma1), float(gamma2), bool(need_attention)
-        )
-        return sim, attn if need_attention else None
-    return _reference_similarity(words, cap_lens, regions, gamma1, gamma2, need_attention)
+    lens = check_damsm_word_similarity_inputs(words, cap_lens, regions)
+    if not use_kernel(_OP, words, lens, regions):
+        return reference.damsm_word_similarity(words, cap_lens, regions, gamma1, gamma2, need_attention)
+    if lens.device.type == "cuda":
+        T = words.shape[2]
+        torch._assert_async(((lens >= 1) & (lens <= T)).all(), f"cap_lens: expected values in [1, T={T}]")
+    sim, attn = torch.ops.attngan_fast.damsm_word_similarity(
+        words, lens, regions, float(gamma1), float(gamma2), bool(need_attention)
+    )
+    return sim, attn if need_attention else None
 
 
-def _reference_similarity(
-    words: Tensor, cap_lens: CapLens, regions: Tensor, gamma1: float, gamma2: float, need_attention: bool
-) -> tuple[Tensor, Optional[Tensor]]:
-    """The reference loop (``attngan_fast.losses.word_similarities``) with the op's outputs."""
-    from ..losses import word_similarities  # the reference models pull in torchvision: import on use
-
-    lens = cap_lens.tolist() if isinstance(cap_lens, Tensor) else [int(n) for n in cap_lens]
-    sim, att_maps = word_similarities(regions, words, lens, gamma1, gamma2)
-    if not need_attention:
-        return sim.to(_sim_dtype(words.dtype)), None
-    T = words.shape[2]
-    attn = torch.cat([torch.nn.functional.pad(a, (0, 0, 0, 0, 0, T - a.shape[1])) for a in att_maps])
-    return sim.to(_sim_dtype(words.dtype)), attn
+# ---- fake, autograd and per-device kernels --------------------------------------------------------
 
 
-def _register_triton() -> bool:
-    """Register the Triton kernels for "cuda" when a GPU is visible and Triton imports."""
-    if not torch.cuda.is_available():
-        return False
-    try:
-        from ..kernels import damsm as triton_damsm
-    except ImportError:
-        return False
-    torch.library.register_kernel("attngan_fast::damsm_word_similarity", "cuda", triton_damsm.damsm_forward)
-    torch.library.register_kernel("attngan_fast::damsm_word_similarity_backward", "cuda", triton_damsm.damsm_backward)
-    return True
+def _damsm_word_similarity_fake(words: Tensor, cap_lens: Tensor, regions: Tensor, gamma1: float, gamma2: float,
+                                need_attention: bool) -> tuple[Tensor, Tensor]:
+    B, _, T = words.shape
+    H, W = regions.shape[2:]
+    sim = words.new_empty((B, B), dtype=similarity_dtype(words.dtype))
+    return sim, words.new_empty((B if need_attention else 0, T, H, W))
+
+
+def _damsm_word_similarity_backward_fake(grad_sim: Tensor, words: Tensor, cap_lens: Tensor, regions: Tensor,
+                                         gamma1: float, gamma2: float) -> tuple[Tensor, Tensor]:
+    return (torch.empty_like(words, memory_format=torch.contiguous_format),
+            torch.empty_like(regions, memory_format=torch.contiguous_format))
+
+
+def _damsm_word_similarity_setup_context(ctx, inputs, output) -> None:
+    words, cap_lens, regions, gamma1, gamma2, _ = inputs
+    ctx.save_for_backward(words, cap_lens, regions)
+    ctx.gammas = (gamma1, gamma2)
+    ctx.mark_non_differentiable(output[1])
+
+
+def _damsm_word_similarity_backward(ctx, grad_sim: Tensor, grad_attn: Tensor):
+    words, cap_lens, regions = ctx.saved_tensors
+    grad_words, grad_regions = torch.ops.attngan_fast.damsm_word_similarity_backward(
+        grad_sim, words, cap_lens, regions, *ctx.gammas
+    )
+    return grad_words, None, grad_regions, None, None, None
+
+
+def triton_limits() -> list[Limit]:
+    """The inputs the Triton kernels cannot take (imports Triton): T > ``MAX_T``, D > ``MAX_D``, float64."""
+    from ..kernels.damsm import DTYPES, MAX_D, MAX_T
+
+    return [
+        Limit(f"at most {MAX_T} word slots (T <= {MAX_T})", lambda words, lens, regions: words.shape[2] <= MAX_T),
+        Limit(f"at most {MAX_D} features (D <= {MAX_D})", lambda words, lens, regions: words.shape[1] <= MAX_D),
+        Limit("float32, float16 or bfloat16 (float64 has no tl.dot path)",
+              lambda words, lens, regions: words.dtype in DTYPES),
+    ]
+
+
+def _register_triton_kernels() -> list[Limit]:
+    """The Triton kernels for CUDA tensors (imports Triton); returns their limits."""
+    from ..kernels import damsm as triton_damsm
+
+    torch.library.register_kernel(f"attngan_fast::{_OP}", "cuda", triton_damsm.damsm_word_similarity_forward)
+    torch.library.register_kernel(f"attngan_fast::{_OP}_backward", "cuda", triton_damsm.damsm_word_similarity_backward)
+    return triton_limits()
 
 
 if has_extension():
-
-    @torch.library.register_fake("attngan_fast::damsm_word_similarity")
-    def _damsm_fake(words: Tensor, cap_lens: Tensor, regions: Tensor, gamma1: float, gamma2: float,
-                    need_attention: bool) -> tuple[Tensor, Tensor]:
-        B, _, T = words.shape
-        H, W = regions.shape[2:]
-        sim = words.new_empty((B, B), dtype=_sim_dtype(words.dtype))
-        return sim, words.new_empty((B if need_attention else 0, T, H, W))
-
-    @torch.library.register_fake("attngan_fast::damsm_word_similarity_backward")
-    def _damsm_backward_fake(grad_sim: Tensor, words: Tensor, cap_lens: Tensor, regions: Tensor, gamma1: float,
-                             gamma2: float) -> tuple[Tensor, Tensor]:
-        return (torch.empty_like(words, memory_format=torch.contiguous_format),
-                torch.empty_like(regions, memory_format=torch.contiguous_format))
-
-    def _damsm_setup_context(ctx, inputs, output) -> None:
-        words, cap_lens, regions, gamma1, gamma2, _ = inputs
-        ctx.save_for_backward(words, cap_lens, regions)
-        ctx.gammas = (gamma1, gamma2)
-        ctx.mark_non_differentiable(output[1])
-
-    def _damsm_backward(ctx, grad_sim: Tensor, grad_attn: Tensor):
-        words, cap_lens, regions = ctx.saved_tensors
-        grad_words, grad_regions = torch.ops.attngan_fast.damsm_word_similarity_backward(
-            grad_sim, words, cap_lens, regions, *ctx.gammas
-        )
-        return grad_words, None, grad_regions, None, None, None
-
-    torch.library.register_autograd(
-        "attngan_fast::damsm_word_similarity", _damsm_backward, setup_context=_damsm_setup_context
-    )
-    register_devices("damsm_word_similarity", {"cpu", "cuda"} if _register_triton() else {"cpu"})
+    torch.library.register_fake(f"attngan_fast::{_OP}", _damsm_word_similarity_fake)
+    torch.library.register_fake(f"attngan_fast::{_OP}_backward", _damsm_word_similarity_backward_fake)
+    torch.library.register_autograd(f"attngan_fast::{_OP}", _damsm_word_similarity_backward,
+                                    setup_context=_damsm_word_similarity_setup_context)
+    register_kernels(_OP, ["cpu"])  # csrc/cpu/damsm.cpp, registered by _C
+    register_triton(_OP, _register_triton_kernels)

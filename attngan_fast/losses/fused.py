@@ -1,10 +1,10 @@
-"""DAMSM losses on the fused similarity op: drop-in for ``attngan_fast.losses.words_loss`` / ``sent_loss``.
+"""DAMSM losses on the fused similarity op: drop-in for the oracle's ``words_loss`` / ``sent_loss``.
 
-Same signatures, values and gradients as the reference (which stays the oracle), without its
-per-caption Python loop and without host syncs: class masks are built on the inputs' device and
-the lengths stay on the device. Only the att maps of :func:`words_loss` (a list of tensors of
-different lengths) need the caption lengths on the host; pass ``return_att_maps=False`` where
-they are not used (``attngan_fast.losses.damsm_loss_terms`` does).
+Same signatures, values and gradients as :mod:`attngan_fast.losses.oracle` (which stays the
+oracle), without its per-caption Python loop and without host syncs: class masks are built on the
+inputs' device and the lengths stay on the device. Only the att maps of :func:`words_loss` (a list
+of tensors of different lengths) need the caption lengths on the host; pass
+``return_att_maps=False`` where they are not used (:func:`damsm_loss_terms` does).
 """
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .losses import ClassIds, _class_mask, check_sent_loss_inputs
-from .models.blocks import check_shape
-from .ops.damsm import CapLens, damsm_word_similarity
+from ..ops.checks import check_shape
+from ..ops.damsm import CapLens, damsm_word_similarity
+from ..reference.damsm import caption_lengths
+from .oracle import ClassIds, check_sent_loss_inputs, class_mask
 
-__all__ = ["sent_loss", "words_loss"]
+__all__ = ["damsm_loss_terms", "sent_loss", "words_loss"]
 
 
 def _cross_entropies(
@@ -29,7 +30,7 @@ def _cross_entropies(
     scores: (B, B). The diagonal is never masked, so a row or column whose negatives are all
     masked gives a loss of 0 and a zero gradient, not NaN.
     """
-    masks = _class_mask(class_ids, scores.size(0), scores.device)
+    masks = class_mask(class_ids, scores.size(0), scores.device)
     if masks is not None:
         scores = scores.masked_fill(masks, float("-inf"))
     if labels is None:
@@ -71,8 +72,7 @@ def words_loss(
     loss0, loss1 = _cross_entropies(sim * smooth.GAMMA3, labels, class_ids)
     if attn is None:
         return loss0, loss1, []
-    lens = cap_lens.tolist() if isinstance(cap_lens, Tensor) else [int(n) for n in cap_lens]
-    return loss0, loss1, [attn[i : i + 1, :n] for i, n in enumerate(lens)]
+    return loss0, loss1, [attn[i : i + 1, :n] for i, n in enumerate(caption_lengths(cap_lens))]
 
 
 def sent_loss(
@@ -94,3 +94,23 @@ def sent_loss(
     norms = torch.linalg.vector_norm(cnn_code, dim=1).unsqueeze(1) * torch.linalg.vector_norm(rnn_code, dim=1)
     scores = cnn_code @ rnn_code.transpose(0, 1) / norms.clamp(min=eps) * cfg.TRAIN.SMOOTH.GAMMA3
     return _cross_entropies(scores, labels, class_ids)
+
+
+def damsm_loss_terms(
+    region_features: Tensor,
+    cnn_code: Tensor,
+    words_emb: Tensor,
+    sent_emb: Tensor,
+    labels: Tensor,
+    cap_lens: CapLens,
+    class_ids: ClassIds,
+    cfg: Any,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``attngan_fast.losses.oracle.damsm_loss_terms`` by the fused losses: ``(w_loss0, w_loss1,
+    s_loss0, s_loss1)``, unweighted (no att maps, no host sync)."""
+    batch_size = region_features.size(0)
+    w_loss0, w_loss1, _ = words_loss(
+        region_features, words_emb, labels, cap_lens, class_ids, batch_size, cfg, return_att_maps=False
+    )
+    s_loss0, s_loss1 = sent_loss(cnn_code, sent_emb, labels, class_ids, batch_size, cfg)
+    return w_loss0, w_loss1, s_loss0, s_loss1

@@ -1,50 +1,57 @@
-"""AttnGAN / DAMSM losses (original ``code/miscc/losses.py``): the literal reference math.
+"""AttnGAN / DAMSM losses (original ``code/miscc/losses.py``; docs/original_attngan.md §6): the oracle.
 
-These are the correctness oracle for the fast paths, so they keep the original's structure,
-including the per-caption Python loop of :func:`words_loss`. Departures from the original:
+The literal reference math, with no backend dispatch: the correctness oracle of the fused losses
+(:mod:`attngan_fast.losses.fused`), so they keep the original's structure, including the
+per-caption Python loop of :func:`words_loss` (:func:`attngan_fast.reference.word_similarities`).
+Departures from the original:
 
 * the configuration is an explicit ``cfg`` argument (gammas ``cfg.TRAIN.SMOOTH.GAMMA1/2/3``,
   lambda ``cfg.TRAIN.SMOOTH.LAMBDA``);
 * class masks are built with torch on the inputs' device (``class_ids``: numpy array, list,
   tensor or None);
-* :func:`generator_loss` takes its DAMSM terms from :func:`damsm_loss_terms`, which uses the
-  fused losses of ``attngan_fast.damsm_losses`` when the backend is "fast" (these functions stay
-  the literal reference and the oracle of the fused ones);
+* :func:`generator_loss` takes the function of its DAMSM terms as an argument (default
+  :func:`damsm_loss_terms`, these losses); ``attngan_fast.losses.generator_loss`` passes the one
+  that follows the backend;
 * batch size 1 works (the original's ``.squeeze()`` in :func:`sent_loss` broke it; values for
   B > 1 are unchanged), and :func:`discriminator_loss` drops the empty mismatched-pair term
   at B == 1 instead of returning NaN.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
-from .backend import get_backend
-from .models.blocks import check_shape
+from .. import reference
+from ..ops.checks import check_shape
+from ..reference.damsm import CapLens, caption_lengths, cosine_similarity, word_similarities
 
 __all__ = [
+    "ClassIds",
+    "DamsmTerms",
+    "KL_loss",
+    "check_sent_loss_inputs",
+    "class_mask",
     "cosine_similarity",
+    "damsm_loss_terms",
+    "discriminator_loss",
     "func_attention",
+    "generator_loss",
     "sent_loss",
     "word_similarities",
     "words_loss",
-    "damsm_loss_terms",
-    "discriminator_loss",
-    "generator_loss",
-    "KL_loss",
 ]
 
 if TYPE_CHECKING:
     import numpy as np
 
 ClassIds = Optional[Union[Tensor, Sequence[int], "np.ndarray"]]
+DamsmTerms = Callable[..., tuple[Tensor, Tensor, Tensor, Tensor]]  # signature of damsm_loss_terms
 
 
-def _class_mask(class_ids: ClassIds, batch_size: int, device: torch.device) -> Optional[Tensor]:
+def class_mask(class_ids: ClassIds, batch_size: int, device: torch.device) -> Optional[Tensor]:
     """(B, B) bool, True where captions j and i belong to the same class and j != i; or None."""
     if class_ids is None:
         return None
@@ -55,46 +62,16 @@ def _class_mask(class_ids: ClassIds, batch_size: int, device: torch.device) -> O
     return mask
 
 
-def _lengths(cap_lens: Union[Tensor, Sequence[int]]) -> list[int]:
-    return cap_lens.tolist() if isinstance(cap_lens, Tensor) else [int(n) for n in cap_lens]
-
-
-def cosine_similarity(x1: Tensor, x2: Tensor, dim: int = 1, eps: float = 1e-8) -> Tensor:
-    """``sum(x1 * x2) / max(|x1| * |x2|, eps)`` along ``dim``, then ``.squeeze()``.
-
-    The clamp is on the product of the norms (``F.cosine_similarity`` clamps each norm).
-    """
-    w12 = torch.sum(x1 * x2, dim)
-    w1 = torch.norm(x1, 2, dim)
-    w2 = torch.norm(x2, 2, dim)
-    return (w12 / (w1 * w2).clamp(min=eps)).squeeze()
-
-
 def func_attention(query: Tensor, context: Tensor, gamma1: float) -> tuple[Tensor, Tensor]:
-    """DAMSM attention of each word over the image regions (paper Eq. 7-9).
-
-    query: (B, D, n) words; context: (B, D, ih, iw) regions (S = ih * iw).
-    Softmax over words for each region, then softmax over regions of gamma1 * those probabilities.
+    """:func:`attngan_fast.reference.func_attention` (DAMSM attention of each word over the image
+    regions, paper Eq. 7-9) after checking query (B, D, n) and context (B, D, ih, iw).
 
     Returns the region context per word (B, D, n) and the weights (B, n, ih, iw).
     """
     sizes: dict[str, int] = {}
     check_shape("query", query, ("B", "D", "n"), sizes)
     check_shape("context", context, ("B", "D", "ih", "iw"), sizes)
-    batch_size, query_len = query.size(0), query.size(2)
-    ih, iw = context.size(2), context.size(3)
-    source_len = ih * iw
-
-    context = context.reshape(batch_size, -1, source_len)  # (B, D, S)
-    context_t = context.transpose(1, 2).contiguous()  # (B, S, D)
-    attn = torch.bmm(context_t, query)  # (B, S, n), Eq. 7
-    attn = F.softmax(attn.view(batch_size * source_len, query_len), dim=1)  # Eq. 8, over words
-    attn = attn.view(batch_size, source_len, query_len).transpose(1, 2).contiguous()  # (B, n, S)
-    attn = attn.view(batch_size * query_len, source_len) * gamma1
-    attn = F.softmax(attn, dim=1).view(batch_size, query_len, source_len)  # Eq. 9, over regions
-    attn_t = attn.transpose(1, 2).contiguous()  # (B, S, n)
-    weighted_context = torch.bmm(context, attn_t)  # (B, D, n)
-    return weighted_context, attn.view(batch_size, -1, ih, iw)
+    return reference.func_attention(query, context, gamma1)
 
 
 def check_sent_loss_inputs(cnn_code: Tensor, rnn_code: Tensor, labels: Optional[Tensor], batch_size: int) -> None:
@@ -123,7 +100,7 @@ def sent_loss(
     Returns CE(scores, labels), CE(scores^T, labels) (scalars, mean-reduced).
     """
     check_sent_loss_inputs(cnn_code, rnn_code, labels, batch_size)
-    masks = _class_mask(class_ids, batch_size, cnn_code.device)
+    masks = class_mask(class_ids, batch_size, cnn_code.device)
 
     cnn_code = cnn_code.unsqueeze(0)  # (1, B, D)
     rnn_code = rnn_code.unsqueeze(0)
@@ -141,42 +118,11 @@ def sent_loss(
     return nn.CrossEntropyLoss()(scores0, labels), nn.CrossEntropyLoss()(scores1, labels)
 
 
-def word_similarities(
-    img_features: Tensor,
-    words_emb: Tensor,
-    cap_lens: Sequence[int],
-    gamma1: float,
-    gamma2: float,
-) -> tuple[Tensor, list[Tensor]]:
-    """The per-caption loop of :func:`words_loss`: similarities before GAMMA3 and masking.
-
-    img_features: (B, D, ih, iw); words_emb: (B, D, T); cap_lens: B Python ints in 1..T.
-    Returns sim (B images, B captions), sim[j, i] = log sum_w exp(gamma2 * cos(e_w, c_w)) over
-    caption i's words against image j, and the att maps [(1, cap_lens[i], ih, iw)] of image i
-    with caption i.
-    """
-    batch_size = img_features.size(0)
-    att_maps = []
-    similarities = []
-    for i in range(batch_size):
-        words_num = cap_lens[i]
-        word = words_emb[i, :, :words_num].unsqueeze(0).contiguous()  # (1, D, n)
-        word = word.repeat(batch_size, 1, 1)  # (B, D, n)
-        weighted_context, attn = func_attention(word, img_features, gamma1)
-        att_maps.append(attn[i].unsqueeze(0).contiguous())
-        word = word.transpose(1, 2).contiguous().view(batch_size * words_num, -1)  # (B*n, D)
-        weighted_context = weighted_context.transpose(1, 2).contiguous().view(batch_size * words_num, -1)
-        row_sim = cosine_similarity(word, weighted_context).view(batch_size, words_num)  # Eq. 10
-        row_sim = torch.log(torch.exp(row_sim * gamma2).sum(dim=1, keepdim=True))  # (B, 1)
-        similarities.append(row_sim)
-    return torch.cat(similarities, 1), att_maps
-
-
 def words_loss(
     img_features: Tensor,
     words_emb: Tensor,
     labels: Optional[Tensor],
-    cap_lens: Union[Tensor, Sequence[int]],
+    cap_lens: CapLens,
     class_ids: ClassIds,
     batch_size: int,
     cfg: Any,
@@ -195,12 +141,12 @@ def words_loss(
     sizes: dict[str, int] = {}
     check_shape("img_features", img_features, (batch_size, "D", "H", "W"), sizes)
     check_shape("words_emb", words_emb, (batch_size, "D", "T"), sizes)
-    lens = _lengths(cap_lens)
+    lens = caption_lengths(cap_lens)
     if len(lens) != batch_size:
         raise ValueError(f"cap_lens: expected ({batch_size},), got ({len(lens)},)")
     if labels is not None:
         check_shape("labels", labels, (batch_size,))
-    masks = _class_mask(class_ids, batch_size, img_features.device)
+    masks = class_mask(class_ids, batch_size, img_features.device)
     similarities, att_maps = word_similarities(
         img_features, words_emb, lens, cfg.TRAIN.SMOOTH.GAMMA1, cfg.TRAIN.SMOOTH.GAMMA2
     )
@@ -221,29 +167,19 @@ def damsm_loss_terms(
     words_emb: Tensor,
     sent_emb: Tensor,
     labels: Tensor,
-    cap_lens: Union[Tensor, Sequence[int]],
+    cap_lens: CapLens,
     class_ids: ClassIds,
     cfg: Any,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The four DAMSM terms ``(w_loss0, w_loss1, s_loss0, s_loss1)`` of a batch, unweighted.
+    """The four DAMSM terms ``(w_loss0, w_loss1, s_loss0, s_loss1)`` of a batch, unweighted, by
+    :func:`words_loss` and :func:`sent_loss`.
 
     region_features: (B, E, 17, 17) and cnn_code: (B, E) from the image encoder; words_emb:
     (B, E, T) and sent_emb: (B, E) from the text encoder; labels: (B,) = arange(B).
-    The backend switch for these losses: with backend "fast" the fused
-    ``attngan_fast.damsm_losses.words_loss`` / ``sent_loss`` (no att maps, no host sync), else
-    :func:`words_loss` / :func:`sent_loss` above. Used by :func:`generator_loss` and DAMSM training.
     """
     batch_size = region_features.size(0)
-    if get_backend() == "fast":
-        from . import damsm_losses  # imports this module: bind on use
-
-        w_loss0, w_loss1, _ = damsm_losses.words_loss(
-            region_features, words_emb, labels, cap_lens, class_ids, batch_size, cfg, return_att_maps=False
-        )
-        s_loss0, s_loss1 = damsm_losses.sent_loss(cnn_code, sent_emb, labels, class_ids, batch_size, cfg)
-    else:
-        w_loss0, w_loss1, _ = words_loss(region_features, words_emb, labels, cap_lens, class_ids, batch_size, cfg)
-        s_loss0, s_loss1 = sent_loss(cnn_code, sent_emb, labels, class_ids, batch_size, cfg)
+    w_loss0, w_loss1, _ = words_loss(region_features, words_emb, labels, cap_lens, class_ids, batch_size, cfg)
+    s_loss0, s_loss1 = sent_loss(cnn_code, sent_emb, labels, class_ids, batch_size, cfg)
     return w_loss0, w_loss1, s_loss0, s_loss1
 
 
@@ -296,16 +232,18 @@ def generator_loss(
     words_embs: Tensor,
     sent_emb: Tensor,
     match_labels: Tensor,
-    cap_lens: Union[Tensor, Sequence[int]],
+    cap_lens: CapLens,
     class_ids: ClassIds,
     cfg: Any,
+    damsm_terms: DamsmTerms = damsm_loss_terms,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Adversarial terms of every stage plus LAMBDA-weighted DAMSM terms at the last stage.
 
     fake_imgs: one (B, 3, S_i, S_i) per D; real_labels: (B,) ones; words_embs: (B, E, T);
     sent_emb: (B, E); match_labels: (B,) = arange(B); image_encoder(img) -> ((B, E, 17, 17), (B, E)).
-    g_loss_i = BCE(U_i, 1) + BCE(C_i, 1) (no 1/2). Returns errG_total (scalar) and the parts,
-    detached: ``{"g_loss0": ..., "w_loss": ..., "s_loss": ...}``.
+    g_loss_i = BCE(U_i, 1) + BCE(C_i, 1) (no 1/2). ``damsm_terms`` computes the DAMSM terms
+    (:func:`damsm_loss_terms` by default; ``attngan_fast.losses.generator_loss`` passes the backend's).
+    Returns errG_total (scalar) and the parts, detached: ``{"g_loss0": ..., "w_loss": ..., "s_loss": ...}``.
     """
     if len(fake_imgs) < len(netsD):
         raise ValueError(f"fake_imgs: expected at least {len(netsD)} images (one per D), got {len(fake_imgs)}")
@@ -326,7 +264,7 @@ def generator_loss(
         logs[f"g_loss{i}"] = g_loss.detach()
         if i == len(netsD) - 1:
             region_features, cnn_code = image_encoder(fake_imgs[i])
-            w_loss0, w_loss1, s_loss0, s_loss1 = damsm_loss_terms(
+            w_loss0, w_loss1, s_loss0, s_loss1 = damsm_terms(
                 region_features, cnn_code, words_embs, sent_emb, match_labels, cap_lens, class_ids, cfg
             )
             w_loss = (w_loss0 + w_loss1) * cfg.TRAIN.SMOOTH.LAMBDA
