@@ -31,14 +31,6 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("top", ("attngan_fast.cli",)),  # the command line; the root package (the public facade) is here too
 ]
 
-# Library modules that still import the command-line helpers from inside their `register_cli` /
-# `run` functions; issue 12's CLI package (attngan_fast/cli/) moves that code out. Delete the set then.
-PENDING_CLI_IMPORTERS = frozenset({
-    "attngan_fast.metrics.evaluate", "attngan_fast.sampling", "attngan_fast.training.damsm",
-    "attngan_fast.training.gan",
-})
-
-
 def _module_files() -> dict[str, Path]:
     """Module name -> source file, for every module of the package (kernels ship as attngan_fast.kernels)."""
     files = {}
@@ -190,6 +182,6 @@ def test_layers_point_one_way():
     upward = []
     for m, targets in GRAPH.items():
         for n in targets:
-            if _layer(n) > _layer(m) and not (m in PENDING_CLI_IMPORTERS and _layer(n) == len(LAYERS) - 1):
+            if _layer(n) > _layer(m):
                 upward.append(f"{m} ({LAYERS[_layer(m)][0]}) -> {n} ({LAYERS[_layer(n)][0]})")
     assert not upward, "imports against the layer order:\n" + "\n".join(sorted(upward))
