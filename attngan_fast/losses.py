@@ -25,6 +25,7 @@ from torch import Tensor
 
 from .backend import get_backend
 from .models.blocks import check_shape
+from .ops.damsm import cap_lens_list
 
 __all__ = [
     "cosine_similarity",
@@ -53,10 +54,6 @@ def _class_mask(class_ids: ClassIds, batch_size: int, device: torch.device) -> O
     mask = ids.unsqueeze(1) == ids.unsqueeze(0)
     mask.fill_diagonal_(False)
     return mask
-
-
-def _lengths(cap_lens: Union[Tensor, Sequence[int]]) -> list[int]:
-    return cap_lens.tolist() if isinstance(cap_lens, Tensor) else [int(n) for n in cap_lens]
 
 
 def cosine_similarity(x1: Tensor, x2: Tensor, dim: int = 1, eps: float = 1e-8) -> Tensor:
@@ -195,7 +192,7 @@ def words_loss(
     sizes: dict[str, int] = {}
     check_shape("img_features", img_features, (batch_size, "D", "H", "W"), sizes)
     check_shape("words_emb", words_emb, (batch_size, "D", "T"), sizes)
-    lens = _lengths(cap_lens)
+    lens = cap_lens_list(cap_lens)
     if len(lens) != batch_size:
         raise ValueError(f"cap_lens: expected ({batch_size},), got ({len(lens)},)")
     if labels is not None:

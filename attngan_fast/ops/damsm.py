@@ -24,6 +24,16 @@ def _sim_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def cap_lens_list(cap_lens: CapLens) -> list[int]:
+    """cap_lens (a tensor or a sequence of numbers) as Python ints; ValueError naming cap_lens for
+    a length that is not a whole number (2.7 is never truncated to 2)."""
+    values = cap_lens.tolist() if isinstance(cap_lens, Tensor) else list(cap_lens)
+    for i, n in enumerate(values):
+        if isinstance(n, bool) or int(n) != n:
+            raise ValueError(f"cap_lens: expected whole numbers, got cap_lens[{i}] = {n!r}")
+    return [int(n) for n in values]
+
+
 def check_damsm_inputs(words: Tensor, cap_lens: CapLens, regions: Tensor) -> Tensor:
     """Validate the inputs; return cap_lens as an int tensor (B,) on words' device.
 
@@ -50,7 +60,7 @@ def check_damsm_inputs(words: Tensor, cap_lens: CapLens, regions: Tensor) -> Ten
         if cap_lens.shape != (B,):
             raise ValueError(f"cap_lens: expected ({B},), got {tuple(cap_lens.shape)}")
         return cap_lens.to(words.device, non_blocking=True)
-    lens = [int(n) for n in cap_lens]
+    lens = cap_lens_list(cap_lens)
     if len(lens) != B:
         raise ValueError(f"cap_lens: expected {B} lengths, got {len(lens)}")
     bad = [(i, n) for i, n in enumerate(lens) if not 1 <= n <= T]
@@ -96,7 +106,7 @@ def _reference_similarity(
     """The reference loop (``attngan_fast.losses.word_similarities``) with the op's outputs."""
     from ..losses import word_similarities  # the reference models pull in torchvision: import on use
 
-    lens = cap_lens.tolist() if isinstance(cap_lens, Tensor) else [int(n) for n in cap_lens]
+    lens = cap_lens_list(cap_lens)
     sim, att_maps = word_similarities(regions, words, lens, gamma1, gamma2)
     if not need_attention:
         return sim.to(_sim_dtype(words.dtype)), None
