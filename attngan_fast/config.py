@@ -7,11 +7,17 @@ with defaults that keep the original behaviour where one exists.
 
 Unknown keys and wrong types raise ``ValueError`` naming the dotted key. As in the original, a
 YAML value must have the default's type, except that an int is accepted where a float is expected.
+
+Plain scalars are resolved as YAML 1.2's core schema does (:class:`Yaml12Loader`, for files and
+``--set`` values alike): ``2e-4`` and ``1E5`` are floats (PyYAML's YAML 1.1 rules read them as
+strings), ``true``/``false`` the only booleans, ``null``/``~``/empty the null.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -19,6 +25,59 @@ from typing import Any, Mapping
 import yaml
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+class Yaml12Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` with the plain-scalar resolution of the YAML 1.2 core schema.
+
+    null: ``null Null NULL ~`` or empty; bool: ``true True TRUE false False FALSE``; int:
+    ``[-+]?[0-9]+``, ``0o[0-7]+``, ``0x[0-9a-fA-F]+``; float: ``[-+]?(.[0-9]+|[0-9]+(.[0-9]*)?)([eE][-+]?[0-9]+)?``,
+    ``[-+]?.inf`` and ``.nan`` (any of their three spellings). Anything else is a string (no
+    YAML 1.1 ``yes``/``on``, sexagesimal or timestamp values).
+    """
+
+
+_YAML12 = {  # tag: (pattern, the characters a match can start with; "" for the empty scalar)
+    "tag:yaml.org,2002:null": (r"null|Null|NULL|~|", ["~", "n", "N", ""]),
+    "tag:yaml.org,2002:bool": (r"true|True|TRUE|false|False|FALSE", list("tTfF")),
+    "tag:yaml.org,2002:int": (r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+", list("-+0123456789")),
+    "tag:yaml.org,2002:float": (r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?"
+                                r"|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)", list("-+0123456789.")),
+}
+Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _YAML12 and not tag.endswith(":timestamp")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+for _tag, (_pattern, _first) in _YAML12.items():
+    Yaml12Loader.add_implicit_resolver(_tag, re.compile(f"^(?:{_pattern})$"), _first)
+
+
+def _yaml12_int(loader: yaml.SafeLoader, node: yaml.Node) -> int:
+    text = loader.construct_scalar(node)
+    for prefix, base in (("0o", 8), ("0x", 16)):
+        if text.startswith(prefix):
+            return int(text[2:], base)
+    return int(text, 10)
+
+
+def _yaml12_float(loader: yaml.SafeLoader, node: yaml.Node) -> float:
+    text = loader.construct_scalar(node).lower()
+    if text.endswith(".inf"):
+        return -math.inf if text.startswith("-") else math.inf
+    return math.nan if text == ".nan" else float(text)
+
+
+Yaml12Loader.add_constructor("tag:yaml.org,2002:int", _yaml12_int)
+Yaml12Loader.add_constructor("tag:yaml.org,2002:float", _yaml12_float)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """``text`` (a file's content or one ``--set`` value) parsed with :class:`Yaml12Loader`;
+    ValueError starting with ``where`` if it is not valid YAML."""
+    try:
+        return yaml.load(text, Loader=Yaml12Loader)
+    except yaml.YAMLError as e:
+        raise ValueError(f"{where}: not valid YAML ({' '.join(str(e).split())})") from None
 
 
 @dataclass(frozen=True)
@@ -168,8 +227,11 @@ def load(path_or_name: str | os.PathLike | None = None, **overrides: Any) -> Con
     cfg = defaults()
     if path_or_name is not None:
         path = resolve(path_or_name)
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"config file {path}: cannot read it ({e})") from None
+        data = parse_yaml(text, f"config file {path}") or {}
         if not isinstance(data, dict):
             raise ValueError(f"config file {path}: expected a mapping at the top level, got {type(data).__name__}")
         try:

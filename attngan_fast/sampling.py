@@ -23,7 +23,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence, Union
+from typing import Literal, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from .config import Config, from_dict, load
 from .data.text import Vocabulary, load_captions_pickle
+from .io import FileFormatError, describe, load_state_dict_file
 from .models import G_DCGAN, G_NET, RNN_ENCODER
 from .visualize import attention_figure, to_pil
 
@@ -148,8 +149,11 @@ class Generator:
                                  f"(missing: {', '.join(missing)})")
             config = _config(cfg)
             vocab = load_captions_pickle(captions).vocab
-            g_state = _strip_module(torch.load(netG, map_location="cpu", weights_only=True))
-            e_state = _strip_module(torch.load(text_encoder, map_location="cpu", weights_only=True))
+            g_state = _strip_module(load_state_dict_file(netG, "a state_dict of G_NET (netG_epoch_*.pth)"))
+            expected = "a state_dict of RNN_ENCODER (text_encoder*.pth)"
+            e_state = _strip_module(load_state_dict_file(text_encoder, expected))
+            if "encoder.weight" not in e_state:
+                raise FileFormatError(f"{text_encoder}: expected {expected}, found {describe(e_state)}")
         if mask_mode is not None:
             config = config.replace(**{"GAN.MASK_MODE": mask_mode})
         generator = G_DCGAN(config) if config.GAN.B_DCGAN else G_NET(config)
@@ -174,6 +178,8 @@ class Generator:
         with T = max(cap_lens) (CPU tensors).
         """
         n = captions.size(0)
+        if batch_size < 1:
+            raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
         if cap_lens.shape != (n,) or n == 0 or int(cap_lens.min()) < 1:
             raise ValueError(f"captions (N, L) and cap_lens (N,) with lengths >= 1 expected, got "
                              f"{tuple(captions.shape)} and {tuple(cap_lens.shape)}")
@@ -265,10 +271,8 @@ def _config(cfg: Union[Config, PathLike]) -> Config:
     return cfg if isinstance(cfg, Config) else load(cfg)
 
 
-def _strip_module(state: Any) -> dict[str, Tensor]:
+def _strip_module(state: dict[str, Tensor]) -> dict[str, Tensor]:
     """A state_dict, without the ``module.`` prefix (DataParallel/DDP saves)."""
-    if not isinstance(state, dict):
-        raise ValueError(f"expected a state_dict, got {type(state).__name__}")
     return {re.sub(r"^module\.", "", k): v for k, v in state.items()}
 
 

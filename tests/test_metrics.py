@@ -98,7 +98,7 @@ def test_inception_features_random_weights(tmp_path):
     loaded = InceptionV3(path)
     np.testing.assert_allclose(inception_outputs(loaded, images)[0], pool, rtol=1e-5, atol=1e-6)
     torch.save({"conv.weight": torch.zeros(1)}, path)
-    with pytest.raises(ValueError, match="not a torchvision inception_v3"):
+    with pytest.raises(ValueError, match="expected a torchvision inception_v3 state_dict"):
         InceptionV3(path)
 
 

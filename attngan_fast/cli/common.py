@@ -1,20 +1,52 @@
-"""Options shared by the subcommands: config, threads, device, backend, progress."""
+"""Options shared by the subcommands: config, threads, device, backend, progress; the
+:class:`UsageError` of bad option values and the ``type=`` checks of counts, sizes and times."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
-from typing import Any, Optional
-
-import yaml
+from typing import Any, Callable, Optional
 
 from .. import config
 
-__all__ = ["add_config_arguments", "overrides_from_args", "config_from_args", "add_threads_argument",
+__all__ = ["UsageError", "number", "positive_int", "nonnegative_int", "nonnegative_float", "open_fraction",
+           "add_config_arguments", "overrides_from_args", "config_from_args", "add_threads_argument",
            "set_threads", "add_progress_argument", "add_backend_argument"]
 
 
+class UsageError(Exception):
+    """A bad combination or value of options: ``main`` prints ``error: <message>`` and exits with 2."""
+
+
+def number(kind: type, low: float, *, strict: bool = False, high: Optional[float] = None) -> Callable[[str], Any]:
+    """An argparse ``type=``: ``kind(text)`` that is >= ``low`` (> with ``strict``) and, with
+    ``high``, < ``high``; anything else is a usage error naming the accepted range."""
+    what = "an integer" if kind is int else "a number"
+    bound = f"> {low:g}" if strict else f">= {low:g}"
+    want = f"{what} {bound}" + (f" and < {high:g}" if high is not None else "")
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {want}, got {text!r}") from None
+        ok = (value > low if strict else value >= low) and (high is None or value < high)
+        if not ok or (isinstance(value, float) and math.isnan(value)):
+            raise argparse.ArgumentTypeError(f"expected {want}, got {text!r}")
+        return value
+
+    parse.__name__ = f"{kind.__name__} {bound}"  # argparse names the type in some messages
+    return parse
+
+
+positive_int = number(int, 1)
+nonnegative_int = number(int, 0)
+nonnegative_float = number(float, 0.0)
+open_fraction = number(float, 0.0, strict=True, high=1.0)  # in (0, 1)
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    """``--cfg NAME_OR_PATH`` and repeatable ``--set KEY=VALUE`` (value parsed as YAML)."""
+    """``--cfg NAME_OR_PATH`` and repeatable ``--set KEY=VALUE`` (value parsed as YAML 1.2)."""
     parser.add_argument("--cfg", required=required,
                         help=f"config file or shipped name ({', '.join(config.available())})")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -22,31 +54,36 @@ def add_config_arguments(parser: argparse.ArgumentParser, required: bool = True)
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The ``--set KEY=VALUE`` overrides as ``{"KEY": value}`` (values parsed as YAML)."""
+    """The ``--set KEY=VALUE`` overrides as ``{"KEY": value}`` (values parsed as YAML 1.2:
+    ``2e-4`` is a float, see :func:`attngan_fast.config.parse_yaml`; an empty value is "")."""
     overrides = {}
     for item in args.set:
         key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"error: --set {item!r}: expected KEY=VALUE")
-        overrides[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        if not sep or not key.strip():
+            raise UsageError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            overrides[key.strip()] = config.parse_yaml(value, f"--set {item!r}") if value.strip() else ""
+        except ValueError as e:
+            raise UsageError(str(e)) from None
     return overrides
 
 
 def config_from_args(args: argparse.Namespace, base: Optional[config.Config] = None) -> config.Config:
     """The config named by ``--cfg`` (or ``base`` when ``--cfg`` is not given) with the ``--set``
     overrides applied."""
+    overrides = overrides_from_args(args)
     try:
         if base is not None and not args.cfg:
-            return base.replace(**overrides_from_args(args))
-        return config.load(args.cfg, **overrides_from_args(args))
+            return base.replace(**overrides)
+        return config.load(args.cfg, **overrides)
     except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
+        raise UsageError(str(e)) from None
 
 
 def add_threads_argument(parser: argparse.ArgumentParser, default: Optional[int] = None) -> None:
     """``--threads N``: torch's CPU threads; default: the cores other processes leave free."""
     auto = "torch's count, lowered to the cores not already busy per the 1-minute load average"
-    parser.add_argument("--threads", type=int, default=default,
+    parser.add_argument("--threads", type=positive_int, default=default,
                         help=f"CPU threads for torch (default: {default if default else auto})")
 
 
@@ -66,8 +103,8 @@ def set_threads(requested: Optional[int]) -> int:
         except OSError:  # no load average on this platform
             busy = 0.0
         requested = max(1, min(requested, int((os.cpu_count() or requested) - busy + 0.5)))
-    if requested < 1:
-        raise SystemExit(f"error: --threads {requested}: expected >= 1")
+    elif requested < 1:
+        raise ValueError(f"threads: expected >= 1, got {requested}")
     torch.set_num_threads(requested)
     return requested
 

@@ -5,7 +5,7 @@ import argparse
 from typing import Any
 
 from ..demo import DEFAULT_MINUTES, PROMPTS, run_demo
-from .common import add_progress_argument, add_threads_argument
+from .common import add_progress_argument, add_threads_argument, number
 
 
 def add_parser(subparsers: Any) -> None:
@@ -14,7 +14,8 @@ def add_parser(subparsers: Any) -> None:
         description="Train everything from scratch on synthetic birds within --minutes and draw "
                     f"{len(PROMPTS)} prompts with their attention maps; no data set or weights needed.",
     )
-    p.add_argument("--minutes", type=float, default=DEFAULT_MINUTES, help=f"time budget (default {DEFAULT_MINUTES:g})")
+    p.add_argument("--minutes", type=number(float, 3), default=DEFAULT_MINUTES,
+                   help=f"time budget, at least 3 (default {DEFAULT_MINUTES:g})")
     p.add_argument("--out", default="demo_output", help="output folder (default demo_output)")
     p.add_argument("--seed", type=int, default=0)
     add_threads_argument(p, default=1)
@@ -23,7 +24,5 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.minutes < 3:
-        raise SystemExit("error: --minutes: at least 3")
     run_demo(args.out, args.minutes, seed=args.seed, threads=args.threads, progress=args.progress)
     return 0

@@ -11,7 +11,7 @@ from ..io import atomic_write_json
 from ..metrics.evaluate import METRICS, evaluate_generator, format_table
 from ..sampling import Generator
 from ..training.damsm import load_encoders
-from .common import add_progress_argument, add_threads_argument, set_threads
+from .common import UsageError, add_progress_argument, add_threads_argument, positive_int, set_threads
 
 
 def add_parser(subparsers: Any) -> None:
@@ -31,9 +31,10 @@ def add_parser(subparsers: Any) -> None:
                    help=f"comma-separated, of {','.join(METRICS)} (default: r_precision, plus attributes "
                         "for synthetic birds, plus is,fid with --inception-weights)")
     p.add_argument("--inception-weights", help="torchvision inception_v3 state_dict file (for is, fid)")
-    p.add_argument("--num-images", type=int, default=None, help="images to generate (default: one per test image)")
+    p.add_argument("--num-images", type=positive_int, default=None,
+                   help="images to generate (default: one per test image)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--device", choices=("cpu", "cuda"), default=None)
     p.add_argument("--json", default="evaluation.json", help="where to write the results (default evaluation.json)")
     add_threads_argument(p)
@@ -44,28 +45,24 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        generator = Generator.from_checkpoint(args.checkpoint, netG=args.netG, text_encoder=args.text_encoder,
-                                              captions=args.captions, cfg=args.cfg, device=device)
-        cfg = generator.cfg
-        if args.metrics:
-            metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
-        else:
-            metrics = ["r_precision"] + (["attributes"] if cfg.DATASET_NAME == "synthetic_birds" else [])
-            metrics += ["is", "fid"] if args.inception_weights else []
-        encoders = None
-        if "r_precision" in metrics:
-            damsm = args.damsm or cfg.TRAIN.NET_E
-            if not damsm:
-                raise ValueError("R-precision: give --damsm text_encoder<N>.pth (the config has no TRAIN.NET_E)")
-            encoders = load_encoders(cfg, generator.vocab.n_words, damsm, device=device)
-        result = evaluate_generator(generator, cfg, metrics=metrics, damsm_encoders=encoders,
-                                    inception_weights=args.inception_weights, num_images=args.num_images,
-                                    seed=args.seed, batch_size=args.batch_size, progress=args.progress)
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
+    generator = Generator.from_checkpoint(args.checkpoint, netG=args.netG, text_encoder=args.text_encoder,
+                                          captions=args.captions, cfg=args.cfg, device=device)
+    cfg = generator.cfg
+    if args.metrics:
+        metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    else:
+        metrics = ["r_precision"] + (["attributes"] if cfg.DATASET_NAME == "synthetic_birds" else [])
+        metrics += ["is", "fid"] if args.inception_weights else []
+    encoders = None
+    if "r_precision" in metrics:
+        damsm = args.damsm or cfg.TRAIN.NET_E
+        if not damsm:
+            raise UsageError("R-precision: give --damsm text_encoder<N>.pth (the config has no TRAIN.NET_E)")
+        encoders = load_encoders(cfg, generator.vocab.n_words, damsm, device=device)
+    result = evaluate_generator(generator, cfg, metrics=metrics, damsm_encoders=encoders,
+                                inception_weights=args.inception_weights, num_images=args.num_images,
+                                seed=args.seed, batch_size=args.batch_size, progress=args.progress)
     print(format_table(result))
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(Path(args.json), result)
     print(f"wrote {args.json}")
     return 0

@@ -10,7 +10,8 @@ import torch
 
 from ..backend import set_backend
 from ..sampling import Generator
-from .common import add_backend_argument, add_progress_argument, add_threads_argument, set_threads
+from .common import (UsageError, add_backend_argument, add_progress_argument, add_threads_argument, positive_int,
+                     set_threads)
 
 
 def add_parser(subparsers: Any) -> None:
@@ -31,8 +32,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--weights", choices=("ema", "current"), default="ema", help="snapshot: EMA or current G")
     p.add_argument("--out", default="generated", help="output folder (default: generated)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num", type=int, default=1, help="images per caption")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--num", type=positive_int, default=1, help="images per caption")
+    p.add_argument("--batch-size", type=positive_int, default=16)
     p.add_argument("--on-unknown", choices=("skip", "error"), default="skip",
                    help="unknown words: drop them with a warning (default) or stop")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
@@ -49,25 +50,20 @@ def run(args: argparse.Namespace) -> int:
     if args.file:
         try:
             lines = Path(args.file).read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as e:
-            raise SystemExit(f"error: --file {args.file}: {e}") from None
+        except UnicodeDecodeError as e:
+            raise ValueError(f"--file {args.file}: not UTF-8 text ({e})") from None
         texts += [line.strip() for line in lines if line.strip()]
     if not texts:
-        raise SystemExit("error: no captions (give them as arguments or with --file)")
+        raise UsageError("no captions (give them as arguments or with --file)")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        generator = Generator.from_checkpoint(
-            args.checkpoint, netG=args.netG, text_encoder=args.text_encoder, captions=args.captions,
-            cfg=args.cfg, device=device, mask_mode=args.mask_mode, weights=args.weights,
-        )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # unknown words are reported below, once per caption
-            result = generator.generate(texts, seed=args.seed, num=args.num, batch_size=args.batch_size,
-                                        on_unknown=args.on_unknown, progress=args.progress)
-    except KeyError as e:  # on_unknown="error"
-        raise SystemExit(f"error: {e.args[0]}") from None
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
+    generator = Generator.from_checkpoint(
+        args.checkpoint, netG=args.netG, text_encoder=args.text_encoder, captions=args.captions,
+        cfg=args.cfg, device=device, mask_mode=args.mask_mode, weights=args.weights,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # unknown words are reported below, once per caption
+        result = generator.generate(texts, seed=args.seed, num=args.num, batch_size=args.batch_size,
+                                    on_unknown=args.on_unknown, progress=args.progress)  # KeyError: an unknown word
     for text, missing in zip(result.texts[:: args.num], result.unknown[:: args.num]):
         if missing:
             print(f"unknown word(s) dropped from {text!r}: {', '.join(missing)}")

@@ -12,8 +12,8 @@ from ..training.checkpoint import find_latest, load_snapshot
 from ..training.distributed import gather_objects, init_distributed
 from ..training.options import AMP_DTYPES, TrainOptions
 from ..training.trainer import train_gan
-from .common import (add_backend_argument, add_config_arguments, add_progress_argument, add_threads_argument,
-                     config_from_args, set_threads)
+from .common import (UsageError, add_backend_argument, add_config_arguments, add_progress_argument,
+                     add_threads_argument, config_from_args, nonnegative_float, nonnegative_int, positive_int, set_threads)
 
 # the options a command line can give; a resumed run takes the others (and these unless given) from its snapshot
 _OPTION_ARGS = ("seed", "device", "amp", "channels_last", "compile", "accum_steps", "sync_bn", "max_epochs",
@@ -38,16 +38,18 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--channels-last", action="store_true", default=None, help="channels_last memory format")
     p.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
                    help="torch.compile G and the Ds (default backend: inductor)")
-    p.add_argument("--accum-steps", type=int, default=None, help="micro-batches of TRAIN.BATCH_SIZE per step (1)")
+    p.add_argument("--accum-steps", type=positive_int, default=None, help="micro-batches of TRAIN.BATCH_SIZE per step (1)")
     p.add_argument("--sync-bn", action="store_true", default=None,
                    help="SyncBatchNorm across processes (CUDA; the fused generator blocks then run the reference "
                         "path, with a warning)")
-    p.add_argument("--max-epochs", type=int, default=None, help="default TRAIN.MAX_EPOCH")
-    p.add_argument("--max-minutes", type=float, default=None, help="stop after this much training time")
-    p.add_argument("--snapshot-every", type=int, default=None, help="epochs (default TRAIN.SNAPSHOT_INTERVAL)")
-    p.add_argument("--sample-every", type=int, default=None, help="steps between sample grids (1000; 0: at the end)")
-    p.add_argument("--log-every", type=int, default=None, help="steps between log.jsonl records (1)")
-    p.add_argument("--workers", type=int, default=None, help="data loader workers (default WORKERS)")
+    p.add_argument("--max-epochs", type=positive_int, default=None, help="default TRAIN.MAX_EPOCH")
+    p.add_argument("--max-minutes", type=nonnegative_float, default=None,
+                   help="stop after this much training time (0: after one step)")
+    p.add_argument("--snapshot-every", type=positive_int, default=None, help="epochs (default TRAIN.SNAPSHOT_INTERVAL)")
+    p.add_argument("--sample-every", type=nonnegative_int, default=None,
+                   help="steps between sample grids (1000; 0: at the end)")
+    p.add_argument("--log-every", type=positive_int, default=None, help="steps between log.jsonl records (1)")
+    p.add_argument("--workers", type=nonnegative_int, default=None, help="data loader workers (default WORKERS)")
     add_progress_argument(p)
     add_threads_argument(p)
     p.set_defaults(run=run)
@@ -61,22 +63,19 @@ def run(args: argparse.Namespace) -> int:
     if args.resume is not None:
         resume = find_latest(args.out) if args.resume == "latest" else Path(args.resume)
         if resume is None:
-            raise SystemExit(f"error: --resume: no snapshot (checkpoint_epoch_*.pt) in {args.out}")
+            raise UsageError(f"--resume: no snapshot (checkpoint_epoch_*.pt) in {args.out}")
         snap = load_snapshot(resume)
         base = {k: v for k, v in snap["options"].items() if k not in ("out_dir", "progress")}
         cfg = config_from_args(args, base=from_dict(snap["config"]))
     elif args.cfg:
         cfg = config_from_args(args)
     else:
-        raise SystemExit("error: train needs --cfg (or --resume)")
+        raise UsageError("train needs --cfg (or --resume)")
     info = init_distributed(given.get("device", base.get("device") if resume else None))
     if "seed" not in given and "seed" not in base:  # as the original: random, the same on every rank
         given["seed"] = gather_objects(random.randint(1, 10000), info)[0]
     options = {**base, **given, "out_dir": args.out, "device": info.device.type, "progress": args.progress}
-    try:
-        summary = train_gan(cfg, TrainOptions(**options), resume=resume, dist_info=info)
-    except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
+    summary = train_gan(cfg, TrainOptions(**options), resume=resume, dist_info=info)
     if info.is_main:
         print(f"trained {summary['epochs']} epochs, {summary['steps']} steps in {summary['seconds']:.0f} s; "
               f"last snapshot {summary['snapshot']}")

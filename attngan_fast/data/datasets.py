@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import warnings
 import zlib
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any, Literal, Optional, Union
 import numpy as np
 from PIL import Image
 
+from ..io import load_pickle
 from .base import CaptionDataset
 from .synthetic import SyntheticBirds
 from .text import CaptionsPickle, Vocabulary, load_captions_pickle, read_caption_file, save_captions_pickle, tokenize
@@ -185,7 +185,7 @@ class TextDataset(CaptionDataset):
         path = self.data_dir / self.split / "class_info.pickle"
         if not path.is_file():
             return np.arange(n, dtype=np.int64)
-        ids = np.asarray(_load_pickle(path), dtype=np.int64).reshape(-1)
+        ids = np.asarray(load_pickle(path, "class_info.pickle (class ids)"), dtype=np.int64).reshape(-1)
         if len(ids) != n:
             raise ValueError(f"{path}: {len(ids)} class ids for {n} filenames in {self.split}/filenames.pickle")
         return ids
@@ -391,18 +391,10 @@ def _json_records(path: Path, raw: bytes) -> list[_Record]:
 
 
 # ---- pickles and metadata of the original layouts ---------------------------------------------
-def _load_pickle(path: Path) -> Any:
-    try:
-        with open(path, "rb") as f:
-            return pickle.load(f, encoding="latin1")
-    except (OSError, pickle.UnpicklingError, EOFError, UnicodeDecodeError, AttributeError, ImportError) as e:
-        raise ValueError(f"{path}: cannot read the pickle ({type(e).__name__}: {e})") from None
-
-
 def _load_filenames(path: Path) -> list[str]:
     if not path.is_file():
         return []
-    names = _load_pickle(path)
+    names = load_pickle(path, "filenames.pickle (a list of image keys)")
     if not isinstance(names, (list, tuple)):
         raise ValueError(f"{path}: expected a list of image keys, got {type(names).__name__}")
     out = []

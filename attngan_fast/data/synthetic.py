@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -288,6 +289,10 @@ def _key(attrs: BirdAttributes, index: int) -> str:
     return f"{attrs.class_id:03d}.{names['wing']}_wing_{names['belly']}_belly/synthetic_{index:06d}"
 
 
+# what write_birds_layout writes under its folder (and removes with overwrite=True)
+_LAYOUT_ENTRIES = ("CUB_200_2011", "text", "train", "test", "captions.pickle", "attributes.json")
+
+
 def write_birds_layout(
     out_dir: Union[str, os.PathLike],
     num_images: int,
@@ -296,6 +301,7 @@ def write_birds_layout(
     test_fraction: float = 0.2,
     seed: int = 0,
     quality: int = 95,
+    overwrite: bool = False,
 ) -> dict[str, int]:
     """Write synthetic birds in the original birds layout (docs/original_attngan.md §8.1) under ``out_dir``.
 
@@ -303,9 +309,25 @@ def write_birds_layout(
     crops) as JPEG, with a bounding box covering the whole image (so the bbox crop keeps it whole).
     Also written: ``text/``, ``{train,test}/filenames.pickle`` and ``class_info.pickle``,
     ``captions.pickle`` (the synthetic vocabulary) and ``attributes.json`` (ground truth per key).
+    A folder that holds any of these already is refused (FileExistsError) unless ``overwrite``,
+    which first removes them if the folder holds a synthetic set (its ``attributes.json``).
     Returns ``{"train": n_train, "test": n_test}``.
     """
+    for name, value in (("num_images", num_images), ("size", size)):
+        if value < 1:
+            raise ValueError(f"{name}: expected >= 1, got {value}")
     out = Path(out_dir)
+    present = [name for name in _LAYOUT_ENTRIES if (out / name).exists()]
+    if present and not overwrite:
+        raise FileExistsError(f"{out}: holds a data set already ({', '.join(present)}); choose another folder or "
+                              "replace the synthetic set with overwrite=True (make-synthetic --overwrite)")
+    if present and not (out / "attributes.json").is_file():
+        raise FileExistsError(f"{out}: not a synthetic birds folder (no attributes.json); refusing to clear it")
+    for name in present:
+        if (out / name).is_dir():
+            shutil.rmtree(out / name)
+        else:
+            (out / name).unlink()
     splits = {s: SyntheticBirds(s, num_images=num_images, test_fraction=test_fraction, data_seed=seed,
                                 base_size=size, branch_num=1, seed=0, cache=False) for s in ("train", "test")}
     image_lines, bbox_lines, attributes = [], [], {}

@@ -17,7 +17,6 @@ protocol 2, atomically.
 from __future__ import annotations
 
 import os
-import pickle
 import re
 import warnings
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from typing import Iterable, Literal, Sequence, Union
 
 import numpy as np
 
-from ..io import atomic_pickle_dump
+from ..io import atomic_pickle_dump, load_pickle
 
 __all__ = [
     "END_TOKEN",
@@ -171,16 +170,13 @@ class CaptionsPickle:
 
 
 def load_captions_pickle(path: PathLike) -> CaptionsPickle:
-    """Read ``captions.pickle`` (Python 2 or 3); ``ValueError`` naming the file if it is malformed.
+    """Read ``captions.pickle`` (Python 2 or 3) without running code from it (:func:`~attngan_fast.io.load_pickle`);
+    ``ValueError`` naming the file if it is malformed.
 
     Every caption must be non-empty with ids in 1..n_words-1.
     """
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            content = pickle.load(f, encoding="latin1")
-    except (OSError, pickle.UnpicklingError, EOFError, UnicodeDecodeError, AttributeError, ImportError) as e:
-        raise ValueError(f"{path}: cannot read captions.pickle ({type(e).__name__}: {e})") from None
+    content = load_pickle(path, "captions.pickle ([train_captions, test_captions, ixtoword, wordtoix])")
     if not isinstance(content, (list, tuple)) or len(content) < 4:
         raise ValueError(f"{path}: expected [train_captions, test_captions, ixtoword, wordtoix]")
     train, test, ixtoword, wordtoix = content[:4]

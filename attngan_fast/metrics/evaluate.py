@@ -78,6 +78,9 @@ def evaluate_generator(
     """
     from ..data import build_dataset
 
+    for name, value in (("num_images", 1 if num_images is None else num_images), ("batch_size", batch_size)):
+        if value < 1:
+            raise ValueError(f"{name}: expected >= 1, got {value}")
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise ValueError(f"metrics: unknown {unknown}; expected some of {METRICS}")
@@ -88,7 +91,9 @@ def evaluate_generator(
         raise ValueError("metric 'r_precision' needs the DAMSM encoders")
     if ("is" in metrics or "fid" in metrics) and not inception_weights:
         raise ValueError("metrics 'is' / 'fid' need an Inception-v3 weights file (inception_weights)")
-    n = num_images or len(test_set)
+    n = len(test_set) if num_images is None else num_images
+    # read the weights file before generating: a bad file fails at once
+    inception = InceptionV3(inception_weights).to(generator.device) if "is" in metrics or "fid" in metrics else None
     start = time.perf_counter()
     captions, lens, owners = split_captions(test_set, n)
     images = generator.generate_ids(captions, lens, seed=seed, batch_size=batch_size, progress=progress)[0][-1]
@@ -114,8 +119,7 @@ def evaluate_generator(
         log("attribute accuracy: " + ", ".join(f"{a} {100 * v:.1f} %" for a, v in result["attribute_accuracy"].items())
             + " (classifier on real test renders: " + ", ".join(
                 f"{a} {100 * v:.1f} %" for a, v in result["attribute_accuracy_real"].items()) + ")")
-    if "is" in metrics or "fid" in metrics:
-        inception = InceptionV3(inception_weights).to(generator.device)
+    if inception is not None:
         pool, probs = inception_outputs(inception, images, batch_size)
         if "is" in metrics:
             mean, std = inception_score(probs)

@@ -30,6 +30,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.models import inception_v3
 
+from ..io import load_module_state
+from ..models.encoders import INCEPTION_EXPECTED, load_inception_weights
+
 __all__ = [
     "InceptionV3",
     "inception_outputs",
@@ -54,10 +57,7 @@ class InceptionV3(nn.Module):
         state = None
         num_classes = 1000
         if weights is not None:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-            if not isinstance(state, dict) or "fc.weight" not in state:
-                raise ValueError(f"{weights}: not a torchvision inception_v3 state_dict (no 'fc.weight')")
-            state = {k: v for k, v in state.items() if not k.startswith("AuxLogits.")}
+            state = load_inception_weights(weights)
             num_classes = state["fc.weight"].shape[0]
         else:
             warnings.warn("InceptionV3: no weights file, the network is randomly initialised (scores are "
@@ -65,7 +65,7 @@ class InceptionV3(nn.Module):
         self.net = inception_v3(weights=None, aux_logits=False, transform_input=False, init_weights=False,
                                 num_classes=num_classes)
         if state is not None:
-            self.net.load_state_dict(state, strict=True)
+            load_module_state(self.net, state, weights, INCEPTION_EXPECTED)
         self.net.eval()
         self._pool: Optional[Tensor] = None
         self.net.avgpool.register_forward_hook(self._keep_pool)

@@ -12,9 +12,21 @@ from torch import Tensor
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from torchvision.models import inception_v3
 
+from ..io import FileFormatError, describe, load_module_state, load_state_dict_file
 from .blocks import conv1x1
 
-__all__ = ["RNN_ENCODER", "CNN_ENCODER", "INCEPTION_BLOCKS"]
+__all__ = ["RNN_ENCODER", "CNN_ENCODER", "INCEPTION_BLOCKS", "INCEPTION_EXPECTED", "load_inception_weights"]
+
+INCEPTION_EXPECTED = "a torchvision inception_v3 state_dict"
+
+
+def load_inception_weights(path: Union[str, os.PathLike]) -> dict[str, Tensor]:
+    """A torchvision ``inception_v3`` state_dict file without its ``AuxLogits.*`` entries;
+    ValueError naming the file and what it holds if it is not one (no ``fc.weight``)."""
+    state = load_state_dict_file(path, INCEPTION_EXPECTED)
+    if "fc.weight" not in state:
+        raise FileFormatError(f"{path}: expected {INCEPTION_EXPECTED}, found {describe(state)} without 'fc.weight'")
+    return {k: v for k, v in state.items() if not k.startswith("AuxLogits.")}
 
 Hidden = Union[Tensor, tuple[Tensor, Tensor]]
 
@@ -129,9 +141,7 @@ class CNN_ENCODER(nn.Module):
                 stacklevel=2,
             )
         else:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-            state = {k: v for k, v in state.items() if not k.startswith("AuxLogits.")}
-            model.load_state_dict(state, strict=True)
+            load_module_state(model, load_inception_weights(weights), weights, INCEPTION_EXPECTED)
         for param in model.parameters():
             param.requires_grad_(False)
         for name in INCEPTION_BLOCKS:

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from .. import reference
 from .._extension import has_extension
-from ..reference.damsm import CapLens, similarity_dtype
+from ..reference.damsm import CapLens, caption_lengths, similarity_dtype
 from .checks import check_float_tensor, check_like
 from .dispatch import Limit, register_kernels, register_triton, use_kernel
 
@@ -50,7 +50,7 @@ def check_damsm_word_similarity_inputs(words: Tensor, cap_lens: CapLens, regions
         if cap_lens.shape != (B,):
             raise ValueError(f"cap_lens: expected ({B},), got {tuple(cap_lens.shape)}")
         return cap_lens.to(words.device, non_blocking=True)
-    lens = [int(n) for n in cap_lens]
+    lens = caption_lengths(cap_lens)
     if len(lens) != B:
         raise ValueError(f"cap_lens: expected {B} lengths, got {len(lens)}")
     bad = [(i, n) for i, n in enumerate(lens) if not 1 <= n <= T]

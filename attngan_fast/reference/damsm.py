@@ -18,8 +18,13 @@ CapLens = Union[Tensor, Sequence[int]]
 
 
 def caption_lengths(cap_lens: CapLens) -> list[int]:
-    """cap_lens (a (B,) int tensor or B ints) as Python ints (a host sync for a CUDA tensor)."""
-    return cap_lens.tolist() if isinstance(cap_lens, Tensor) else [int(n) for n in cap_lens]
+    """cap_lens (a (B,) tensor or B numbers) as Python ints (a host sync for a CUDA tensor);
+    ValueError naming cap_lens for a length that is not a whole number (2.7 is never truncated to 2)."""
+    values = cap_lens.tolist() if isinstance(cap_lens, Tensor) else list(cap_lens)
+    for i, n in enumerate(values):
+        if isinstance(n, bool) or int(n) != n:
+            raise ValueError(f"cap_lens: expected whole numbers, got cap_lens[{i}] = {n!r}")
+    return [int(n) for n in values]
 
 
 def similarity_dtype(dtype: torch.dtype) -> torch.dtype:

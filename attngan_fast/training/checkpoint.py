@@ -35,7 +35,7 @@ from typing import Any, Mapping, Optional, Union
 import numpy as np
 import torch
 
-from ..io import atomic_torch_save
+from ..io import FileFormatError, atomic_torch_save, describe, load_torch_file
 
 __all__ = [
     "FORMAT",
@@ -51,6 +51,7 @@ __all__ = [
 
 FORMAT = "attngan_fast.gan_snapshot"
 VERSION = 1
+SNAPSHOT_EXPECTED = "an attngan_fast training snapshot (checkpoint_epoch_*.pt)"
 PathLike = Union[str, os.PathLike]
 _SNAPSHOT_RE = re.compile(r"^checkpoint_epoch_(\d+)\.pt$")
 
@@ -104,12 +105,13 @@ def save_snapshot(path: PathLike, snapshot: Mapping[str, Any]) -> None:
 
 
 def load_snapshot(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> dict[str, Any]:
-    """Read a snapshot with ``weights_only=True``; ValueError if it is not one."""
-    data = torch.load(path, map_location=map_location, weights_only=True)
+    """Read a snapshot with ``weights_only=True``; ValueError (FileNotFoundError) naming the file
+    and what it holds if it is not one."""
+    data = load_torch_file(path, SNAPSHOT_EXPECTED, map_location=map_location)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ValueError(
-            f"{path}: not an attngan_fast training snapshot (a plain state_dict such as netG_epoch_*.pth "
-            "loads with Generator.from_checkpoint(netG=..., text_encoder=..., captions=..., cfg=...))"
+        raise FileFormatError(
+            f"{path}: expected {SNAPSHOT_EXPECTED}, found {describe(data)} (a plain state_dict such as "
+            "netG_epoch_*.pth loads with Generator.from_checkpoint(netG=..., text_encoder=..., captions=..., cfg=...))"
         )
     if data["version"] > VERSION:
         raise ValueError(f"{path}: snapshot version {data['version']} is newer than this attngan_fast ({VERSION})")

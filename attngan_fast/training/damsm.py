@@ -37,18 +37,21 @@ from tqdm.auto import tqdm
 from .. import losses
 from ..config import Config, from_dict
 from ..data import build_dataset, data_loader
-from ..io import atomic_torch_save, atomic_write_json
+from ..io import atomic_torch_save, atomic_write_json, load_module_state, load_state_dict_file, load_torch_file
 from ..metrics.r_precision import dataset_r_precision
 from ..models import CNN_ENCODER, RNN_ENCODER
 from ..models.small_cnn import SmallImageEncoder
 
 __all__ = ["build_text_encoder", "build_image_encoder", "load_encoders", "image_encoder_path", "pretrain_damsm",
-           "damsm_step"]
+           "saved_config", "damsm_step"]
 
 PathLike = Union[str, os.PathLike]
 STATE_FILE = "damsm_state.pth"
-# keys that may change between a run and its resumption without a warning
+# keys that may change between a run and its resumption (each change is logged)
 _RESUMABLE_CHANGES = {"TRAIN.MAX_EPOCH", "TRAIN.SNAPSHOT_INTERVAL", "WORKERS", "CUDA", "GPU_ID"}
+STATE_EXPECTED = f"a DAMSM pre-training state (Model/{STATE_FILE})"
+_ENCODER_EXPECTED = {True: "a state_dict of RNN_ENCODER (text_encoder*.pth)",
+                     False: "a state_dict of the DAMSM image encoder (image_encoder*.pth)"}
 
 
 def build_text_encoder(cfg: Config, n_words: int) -> RNN_ENCODER:
@@ -88,12 +91,13 @@ def load_encoders(
     image_encoder = _quiet_image_encoder(cfg)
     files = ((text_encoder, Path(text_encoder_path)), (image_encoder, image_encoder_path(text_encoder_path)))
     for module, path in files:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        expected = _ENCODER_EXPECTED[module is text_encoder]
+        state = load_state_dict_file(path, expected)
         weight = state.get("encoder.weight")
         if module is text_encoder and weight is not None and weight.shape[0] != n_words:
             raise ValueError(f"{path}: the text encoder has a vocabulary of {weight.shape[0]} words, the data has "
                              f"{n_words} (a different captions.pickle?)")
-        module.load_state_dict(state)
+        load_module_state(module, state, path, expected)
     for module in (text_encoder, image_encoder):
         module.to(device)
         if frozen:
@@ -127,7 +131,7 @@ def damsm_step(
 
 
 def pretrain_damsm(
-    cfg: Config,
+    cfg: Optional[Config],
     out_dir: PathLike,
     *,
     resume: bool = False,
@@ -138,6 +142,10 @@ def pretrain_damsm(
 ) -> dict[str, Any]:
     """Pre-train the DAMSM encoders on ``cfg``'s data; returns the run summary (also ``run.json``).
 
+    resume: continue the run in ``out_dir`` with its saved config; ``cfg`` (None: the saved one
+        as it is) may differ from it only in the keys that do not change the run's model, data or
+        optimisation (TRAIN.MAX_EPOCH, TRAIN.SNAPSHOT_INTERVAL, WORKERS, CUDA, GPU_ID; each change
+        is logged), else ValueError naming the keys.
     seed: of initialisation, data order, augmentation and dropout; None draws one in [1, 10000] as
         the original (a resumed run keeps its own). device: default CUDA when available and
         ``cfg.CUDA``, else the CPU.
@@ -145,16 +153,16 @@ def pretrain_damsm(
     out = Path(out_dir)
     model_dir = out / "Model"
     state_path = model_dir / STATE_FILE
-    device = torch.device(device or ("cuda" if cfg.CUDA and torch.cuda.is_available() else "cpu"))
     state = None
     if resume:
-        if not state_path.is_file():
-            raise FileNotFoundError(f"{state_path}: no DAMSM state to resume from")
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        _warn_config_changes(from_dict(state["config"]), cfg)
+        state = load_torch_file(state_path, STATE_EXPECTED)
+        cfg = _resumed_config(from_dict(state["config"]), cfg, log)
         seed = int(state["seed"])
+    elif cfg is None:
+        raise ValueError("cfg: required unless resume=True (then the saved config is used)")
     elif seed is None:
         seed = random.randint(1, 10000)
+    device = torch.device(device or ("cuda" if cfg.CUDA and torch.cuda.is_available() else "cpu"))
     torch.manual_seed(seed)
 
     train_set = build_dataset(cfg, "train", seed=seed)
@@ -176,9 +184,9 @@ def pretrain_damsm(
         torch.set_rng_state(state["torch_rng"])
         log(f"resuming {out} at epoch {start_epoch} (lr {lr:.3g})")
     elif cfg.TRAIN.NET_E:
-        text_encoder.load_state_dict(torch.load(cfg.TRAIN.NET_E, map_location="cpu", weights_only=True))
-        image_encoder.load_state_dict(torch.load(image_encoder_path(cfg.TRAIN.NET_E), map_location="cpu",
-                                                 weights_only=True))
+        for module, path in ((text_encoder, Path(cfg.TRAIN.NET_E)), (image_encoder, image_encoder_path(cfg.TRAIN.NET_E))):
+            expected = _ENCODER_EXPECTED[module is text_encoder]
+            load_module_state(module, load_state_dict_file(path, expected), path, expected)
         found = re.search(r"(\d+)\D*$", Path(cfg.TRAIN.NET_E).stem)
         start_epoch = int(found.group(1)) + 1 if found else 0
         log(f"loaded {cfg.TRAIN.NET_E} and its image encoder; starting at epoch {start_epoch}")
@@ -283,14 +291,30 @@ def _validate(
     return {"w_loss": w_total / steps, "s_loss": s_total / steps} if steps else {}
 
 
-def _warn_config_changes(saved: Config, current: Config) -> None:
+def saved_config(out_dir: PathLike) -> Config:
+    """The config of the DAMSM run in ``out_dir`` (from ``Model/damsm_state.pth``)."""
+    state = load_torch_file(Path(out_dir) / "Model" / STATE_FILE, STATE_EXPECTED, mmap=True)
+    return from_dict(state["config"])
+
+
+def _resumed_config(saved: Config, given: Optional[Config], log: Callable[[str], None]) -> Config:
+    """``given`` (None: ``saved``) if it differs from ``saved`` only in resumable keys (logged)."""
+    if given is None:
+        return saved
+
     def flat(d: dict, prefix: str = "") -> dict:
         out = {}
         for k, v in d.items():
             out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
         return out
 
-    old, new = flat(saved.to_dict()), flat(current.to_dict())
-    changed = [f"{k}: {old[k]!r} -> {new[k]!r}" for k in new if old.get(k) != new[k] and k not in _RESUMABLE_CHANGES]
-    if changed:
-        warnings.warn("resuming with a config that differs from the saved one: " + "; ".join(changed), stacklevel=3)
+    old, new = flat(saved.to_dict()), flat(given.to_dict())
+    changed = [k for k in new if old.get(k) != new[k]]
+    refused = [f"{k} (saved {old.get(k)!r}, given {new[k]!r})" for k in changed if k not in _RESUMABLE_CHANGES]
+    if refused:
+        raise ValueError(f"resume: the config differs from the run's saved config in {'; '.join(refused)}; only "
+                         f"{', '.join(sorted(_RESUMABLE_CHANGES))} may change when resuming (give no config, or "
+                         "only those, to continue the run as saved)")
+    for k in changed:
+        log(f"resuming with {k} changed: {old.get(k)!r} -> {new[k]!r}")
+    return given

@@ -47,8 +47,12 @@ class TrainOptions:
     def __post_init__(self) -> None:
         if self.amp not in (None, *AMP_DTYPES):
             raise ValueError(f"amp: expected None, 'bf16' or 'fp16', got {self.amp!r}")
-        for name in ("accum_steps", "log_every", "num_samples"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
+        for name, low in (("accum_steps", 1), ("log_every", 1), ("num_samples", 1), ("max_epochs", 1),
+                          ("snapshot_every", 1), ("sample_every", 0), ("workers", 0)):
+            value = getattr(self, name)
+            if value is not None and value < low:
+                raise ValueError(f"{name}: expected >= {low}, got {value}")
+        if self.max_minutes is not None and not self.max_minutes >= 0:
+            raise ValueError(f"max_minutes: expected >= 0 or None, got {self.max_minutes}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay: expected in [0, 1), got {self.ema_decay}")
