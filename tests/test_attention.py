@@ -87,7 +87,7 @@ def compare_fp32(fast, ref):
 
 # ----------------------------------------------------------------------------- C++ (CPU)
 
-CPU_SHAPES = [  # (B, C, H, W, T): the grid B {1, 3} x C {8, 33} x maps x T {1, 5, 18, 33}
+CPU_SHAPES = [  # (B, C, H, W, T): the test grid B {1, 3} x C {8, 33} x maps x T {1, 5, 18, 33}
     (B, C, H, W, T) for B in (1, 3) for C in (8, 33) for (H, W) in ((4, 4), (7, 5), (16, 16)) for T in (1, 5, 18, 33)
 ]
 
@@ -284,7 +284,7 @@ def test_compile_next_stage_g_fullgraph_equals_eager():
 
 # ----------------------------------------------------------------------------- Triton (interpreter on CPU)
 
-# A covering subset of the grid (the interpreter is slow): every B, C, map and T value
+# A covering subset of the CPU grid above (the interpreter is slow): every B, C, map and T value
 # appears, with mixed caption lengths, plus C > 64 (several channel chunks) and T = 64.
 TRITON_SHAPES = [
     (1, 8, 4, 4, 1),
