@@ -23,6 +23,7 @@ COMMANDS = (
     "generate",
     "evaluate",
     "demo",
+    "serve",
 )
 
 
