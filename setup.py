@@ -110,11 +110,13 @@ setup(
     packages=find_packages(include=["attngan_fast", "attngan_fast.*"]) + ["attngan_fast.kernels"],
     # The Triton kernels live in the top-level kernels/ folder and ship as attngan_fast.kernels.
     package_dir={"attngan_fast": "attngan_fast", "attngan_fast.kernels": "kernels"},
-    package_data={"attngan_fast": ["configs/*.yml", "configs/*/*.yml", "assets/*"]},
+    package_data={"attngan_fast": ["configs/*.yml", "configs/*/*.yml", "assets/*", "serving/*.html"]},
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     install_requires=["torch>=2.11", "torchvision", "numpy", "pyyaml", "pillow", "tqdm"],
-    extras_require={"test": ["pytest", "pytest-benchmark", "scipy"]},
+    # serve: `attngan-fast serve`; the test extra's httpx and selenium drive its API and browser tests.
+    extras_require={"test": ["pytest", "pytest-benchmark", "scipy", "httpx", "selenium"],
+                    "serve": ["fastapi>=0.110", "uvicorn>=0.27"]},
     entry_points={"console_scripts": ["attngan-fast=attngan_fast.cli:main"]},
     zip_safe=False,
 )

@@ -167,6 +167,13 @@ class Generator:
         return cls(generator, encoder, vocab, config, device)
 
     # ------------------------------------------------------------------ drawing
+    def draw_noise(self, n: int, seed: int) -> tuple[Tensor, Tensor]:
+        """The noise z (n, Z_DIM) and CA noise eps (n, CONDITION_DIM) of ``n`` rows, drawn in that
+        order on the device from a generator seeded with ``seed`` (as :meth:`generate_ids` does)."""
+        gen = torch.Generator(self.device).manual_seed(seed)
+        noise = torch.randn(n, self.cfg.GAN.Z_DIM, generator=gen, device=self.device)
+        return noise, torch.randn(n, self.cfg.GAN.CONDITION_DIM, generator=gen, device=self.device)
+
     @torch.no_grad()
     def generate_ids(
         self, captions: Tensor, cap_lens: Tensor, seed: int = 0, batch_size: int = 32, progress: bool = False
@@ -183,10 +190,7 @@ class Generator:
         if cap_lens.shape != (n,) or n == 0 or int(cap_lens.min()) < 1:
             raise ValueError(f"captions (N, L) and cap_lens (N,) with lengths >= 1 expected, got "
                              f"{tuple(captions.shape)} and {tuple(cap_lens.shape)}")
-        cfg = self.cfg
-        gen = torch.Generator(self.device).manual_seed(seed)
-        noise = torch.randn(n, cfg.GAN.Z_DIM, generator=gen, device=self.device)
-        eps = torch.randn(n, cfg.GAN.CONDITION_DIM, generator=gen, device=self.device)
+        noise, eps = self.draw_noise(n, seed)
         width = int(cap_lens.max())
         images: list[list[Tensor]] = []
         attention: list[list[Tensor]] = []

@@ -28,6 +28,7 @@ COMMANDS = (
     "generate",
     "evaluate",
     "demo",
+    "serve",
 )
 
 

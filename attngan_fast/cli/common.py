@@ -11,7 +11,8 @@ from .. import config
 
 __all__ = ["UsageError", "number", "positive_int", "nonnegative_int", "nonnegative_float", "open_fraction",
            "add_config_arguments", "overrides_from_args", "config_from_args", "add_threads_argument",
-           "set_threads", "add_progress_argument", "add_backend_argument"]
+           "set_threads", "add_progress_argument", "add_backend_argument", "add_generator_arguments",
+           "generator_from_args"]
 
 
 class UsageError(Exception):
@@ -119,3 +120,30 @@ def add_backend_argument(parser: argparse.ArgumentParser) -> None:
     """``--backend fast|reference``: the fused kernels (default) or the original math."""
     parser.add_argument("--backend", choices=("fast", "reference"), default="fast",
                         help="fused kernels (default) or the original math in plain PyTorch")
+
+
+def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
+    """A trained generator: ``--checkpoint`` (a training snapshot) or the original files
+    (``--netG --text-encoder --captions --cfg``), ``--mask-mode``, ``--weights``, ``--device``."""
+    parser.add_argument("--checkpoint", help="a training snapshot (checkpoint_epoch_*.pt)")
+    parser.add_argument("--netG", help="original format: G state_dict, e.g. netG_epoch_600.pth")
+    parser.add_argument("--text-encoder", help="original format: text_encoder200.pth")
+    parser.add_argument("--captions", help="original format: captions.pickle (the training vocabulary)")
+    parser.add_argument("--cfg", help="config name or file (with --netG), e.g. eval_bird")
+    parser.add_argument("--mask-mode", choices=("per_sample", "original"), default=None,
+                        help="'original' reproduces the released checkpoints' attention masking")
+    parser.add_argument("--weights", choices=("ema", "current"), default="ema", help="snapshot: EMA or current G")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
+
+
+def generator_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`attngan_fast.sampling.Generator` of :func:`add_generator_arguments`' options
+    (``ValueError`` / ``FileNotFoundError`` as raised by ``Generator.from_checkpoint``)."""
+    import torch
+
+    from ..sampling import Generator
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return Generator.from_checkpoint(args.checkpoint, netG=args.netG, text_encoder=args.text_encoder,
+                                     captions=args.captions, cfg=args.cfg, device=device,
+                                     mask_mode=args.mask_mode, weights=args.weights)

@@ -6,12 +6,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..backend import set_backend
-from ..sampling import Generator
-from .common import (UsageError, add_backend_argument, add_progress_argument, add_threads_argument, positive_int,
-                     set_threads)
+from .common import (UsageError, add_backend_argument, add_generator_arguments, add_progress_argument,
+                     add_threads_argument, generator_from_args, positive_int, set_threads)
 
 
 def add_parser(subparsers: Any) -> None:
@@ -22,21 +19,13 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("texts", nargs="*", metavar="CAPTION", help="captions (or use --file)")
     p.add_argument("--file", help="a text file with one caption per line")
-    p.add_argument("--checkpoint", help="a training snapshot (checkpoint_epoch_*.pt)")
-    p.add_argument("--netG", help="original format: G state_dict, e.g. netG_epoch_600.pth")
-    p.add_argument("--text-encoder", help="original format: text_encoder200.pth")
-    p.add_argument("--captions", help="original format: captions.pickle (the training vocabulary)")
-    p.add_argument("--cfg", help="config name or file (with --netG), e.g. eval_bird")
-    p.add_argument("--mask-mode", choices=("per_sample", "original"), default=None,
-                   help="'original' reproduces the released checkpoints' attention masking")
-    p.add_argument("--weights", choices=("ema", "current"), default="ema", help="snapshot: EMA or current G")
+    add_generator_arguments(p)
     p.add_argument("--out", default="generated", help="output folder (default: generated)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num", type=positive_int, default=1, help="images per caption")
     p.add_argument("--batch-size", type=positive_int, default=16)
     p.add_argument("--on-unknown", choices=("skip", "error"), default="skip",
                    help="unknown words: drop them with a warning (default) or stop")
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
     add_backend_argument(p)
     add_threads_argument(p)
     add_progress_argument(p)
@@ -55,11 +44,7 @@ def run(args: argparse.Namespace) -> int:
         texts += [line.strip() for line in lines if line.strip()]
     if not texts:
         raise UsageError("no captions (give them as arguments or with --file)")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    generator = Generator.from_checkpoint(
-        args.checkpoint, netG=args.netG, text_encoder=args.text_encoder, captions=args.captions,
-        cfg=args.cfg, device=device, mask_mode=args.mask_mode, weights=args.weights,
-    )
+    generator = generator_from_args(args)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # unknown words are reported below, once per caption
         result = generator.generate(texts, seed=args.seed, num=args.num, batch_size=args.batch_size,

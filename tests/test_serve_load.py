@@ -1,0 +1,17 @@
+"""A short load test of ``attngan-fast serve`` (a real uvicorn process on loopback): concurrent
+clients, no errors, no lost request, and requests shared forwards."""
+from __future__ import annotations
+
+from serve_helpers import need, serve_load
+from test_sampling import original_files  # noqa: F401 - the fixture
+
+
+def test_concurrent_clients_are_all_answered_and_batched(original_files):  # noqa: F811
+    need("fastapi"), need("uvicorn")
+    paths, *_ = original_files
+    load = serve_load()
+    with load.serve_process(paths, "--max-batch", "8", "--max-wait-ms", "50") as url:
+        result = load.run_load(url, clients=6, duration_s=20, max_requests=36)
+    assert result["errors"] == 0 and result["lost"] == 0 and result["rejected"] == 0, result
+    assert result["ok"] == result["sent"] == 36, result
+    assert result["max_requests_per_forward"] > 1, result
