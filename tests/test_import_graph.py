@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("models", ("attngan_fast.models",)),
     ("losses", ("attngan_fast.losses",)),
     ("library", ("attngan_fast.accelerate", "attngan_fast.data", "attngan_fast.demo", "attngan_fast.metrics",
-                 "attngan_fast.sampling", "attngan_fast.training", "attngan_fast.visualize")),
+                 "attngan_fast.sampling", "attngan_fast.serving", "attngan_fast.training", "attngan_fast.visualize")),
     ("top", ("attngan_fast.cli",)),  # the command line; the root package (the public facade) is here too
 ]
 
