@@ -32,7 +32,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--out", default="generated", help="output folder (default: generated)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num", type=int, default=1, help="images per caption")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=16,
+                   help="images drawn and written at a time (memory is bounded by one batch)")
     p.add_argument("--on-unknown", choices=("skip", "error"), default="skip",
                    help="unknown words: drop them with a warning (default) or stop")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
@@ -62,15 +63,14 @@ def run(args: argparse.Namespace) -> int:
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # unknown words are reported below, once per caption
-            result = generator.generate(texts, seed=args.seed, num=args.num, batch_size=args.batch_size,
-                                        on_unknown=args.on_unknown, progress=args.progress)
+            written = generator.generate_to(args.out, texts, seed=args.seed, num=args.num, batch_size=args.batch_size,
+                                            on_unknown=args.on_unknown, progress=args.progress)
     except KeyError as e:  # on_unknown="error"
         raise SystemExit(f"error: {e.args[0]}") from None
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None
-    for text, missing in zip(result.texts[:: args.num], result.unknown[:: args.num]):
+    for text, missing in zip(written.texts, written.unknown):
         if missing:
             print(f"unknown word(s) dropped from {text!r}: {', '.join(missing)}")
-    paths = result.save(args.out)
-    print(f"wrote {len(paths)} images for {len(texts)} caption(s) x {args.num} to {args.out}")
+    print(f"wrote {written.files} images for {len(texts)} caption(s) x {args.num} to {args.out}")
     return 0
