@@ -171,8 +171,8 @@ def test_generate_to_streams_batches_with_the_same_images(original_files, tmp_pa
     assert names == sorted(p.name for p in (tmp_path / "stream").iterdir())
     assert (tmp_path / "all" / "captions.txt").read_text() == (tmp_path / "stream" / "captions.txt").read_text()
     for name in ("000_0_g1.png", "002_2_g0.png", "001_1_attention.png"):
-        a = torch.from_numpy(numpy.asarray(Image.open(tmp_path / "all" / name)))
-        b = torch.from_numpy(numpy.asarray(Image.open(tmp_path / "stream" / name)))
+        a = torch.from_numpy(numpy.array(Image.open(tmp_path / "all" / name)))
+        b = torch.from_numpy(numpy.array(Image.open(tmp_path / "stream" / name)))
         assert torch.equal(a, b), name
     # the list-keeping path, for contrast: every batch's images stay alive
     alive.clear(), peak.clear()

@@ -5,6 +5,8 @@ While a :class:`StopSignals` block is active, the first SIGINT or SIGTERM only r
 Later signals print a note and are otherwise ignored, so the snapshot being written is never cut
 short (kill -9 still ends the process at once; earlier snapshots stay intact, see
 :mod:`attngan_fast.io`). The notes are written with ``os.write`` (safe inside a signal handler).
+Processes forked meanwhile (data loader workers, which get Ctrl-C's SIGINT too) inherit the
+handler and ignore the signals: the training process ends them.
 """
 from __future__ import annotations
 
@@ -31,8 +33,10 @@ class StopSignals:
     def __init__(self) -> None:
         self.received: Optional[int] = None
         self._previous: dict[int, Any] = {}
+        self._pid = os.getpid()
 
     def __enter__(self) -> "StopSignals":
+        self._pid = os.getpid()
         if threading.current_thread() is threading.main_thread():
             for signum in STOP_SIGNALS:
                 self._previous[signum] = signal.signal(signum, self._handle)
@@ -44,6 +48,8 @@ class StopSignals:
         self._previous.clear()
 
     def _handle(self, signum: int, frame: Optional[FrameType]) -> None:
+        if os.getpid() != self._pid:  # a forked worker
+            return
         name = signal.Signals(signum).name
         if self.received is None:
             self.received = signum
