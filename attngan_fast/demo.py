@@ -8,6 +8,9 @@
 
 Outputs under ``out``: ``damsm/``, ``gan/`` (snapshots, ``log.jsonl``, ``samples/``), ``prompts/``
 (PNG per stage, ``*_attention.png``), ``evaluation.json`` and ``demo.json`` (timings, metrics).
+The demo always starts from scratch (its DAMSM encoders are new): in a reused ``out`` the previous
+GAN run in ``gan/`` is cleared (``train_gan(..., overwrite=True)``: its files only); a GAN training
+still running in ``gan/`` makes the demo stop there (the run folder's lock).
 """
 from __future__ import annotations
 
@@ -71,7 +74,7 @@ def run_demo(
     log(f"[demo] 2/4 AttnGAN training for {max(left, 0.0):.1f} min")
     options = TrainOptions(out_dir=str(out / "gan"), seed=seed + 2, device="cpu", max_minutes=max(left, 0.05),
                            ema_decay=0.99, sample_every=200, log_every=20, progress=progress)
-    gan = train_gan(gan_cfg, options)
+    gan = train_gan(gan_cfg, options, overwrite=True)
     timings["gan_s"] = time.monotonic() - start - timings["damsm_s"]
 
     log("[demo] 3/4 the prompts' images and attention maps")

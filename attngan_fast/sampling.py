@@ -15,6 +15,10 @@ training vocabulary; unknown words are dropped and reported (``on_unknown="skip"
 CA noise of caption i, copy j come from a generator seeded with ``seed``, drawn in caption-major
 order, so an image does not depend on the batch size (except with ``GAN.MASK_MODE: original``,
 whose mask mixing depends on the batch, as the original).
+
+Many images: :meth:`Generator.generate_to` writes each batch's PNGs and attention pictures as it
+goes (memory bounded by one batch, plus the noise of all N rows: N x (Z_DIM + CONDITION_DIM)
+floats, drawn up front so that an image does not depend on the batch size).
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional, Sequence, Union
+from typing import Any, Iterator, Literal, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -33,11 +37,11 @@ from tqdm.auto import tqdm
 
 from .config import Config, from_dict, load
 from .data.text import Vocabulary, load_captions_pickle
-from .io import FileFormatError, describe, load_state_dict_file
+from .io import FileFormatError, atomic_open, describe, load_state_dict_file
 from .models import G_DCGAN, G_NET, RNN_ENCODER
 from .visualize import attention_figure, to_pil
 
-__all__ = ["Generation", "Generator", "damsm_attention"]
+__all__ = ["Generation", "GenerationFiles", "Generator", "damsm_attention"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -76,19 +80,36 @@ class Generation:
         (i: caption, j: copy) plus ``captions.txt`` to ``out_dir``; returns the image paths."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        paths = []
-        lines = []
+        paths, lines = self.write_rows(out, prefix)
+        (out / f"{prefix}captions.txt").write_text("".join(lines), encoding="utf-8")
+        return paths
+
+    def write_rows(self, out: Path, prefix: str = "", first_row: int = 0) -> tuple[list[Path], list[str]]:
+        """The images of :meth:`save` without ``captions.txt``, for rows numbered from ``first_row``
+        (a batch of a longer run); returns the paths and the ``captions.txt`` lines."""
+        paths, lines = [], []
         for row, text in enumerate(self.texts):
-            i, j = divmod(row, self.num)
+            i, j = divmod(first_row + row, self.num)
             stem = f"{prefix}{i:03d}_{j}"
             for stage, images in enumerate(self.images):
                 paths.append(out / f"{stem}_g{stage}.png")
                 to_pil(images[row]).save(paths[-1])
             paths.append(out / f"{stem}_attention.png")
             self.attention_figure(row).save(paths[-1])
-            lines.append(f"{stem}\t{text}\t{' '.join(self.words[row])}")
-        (out / f"{prefix}captions.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        return paths
+            lines.append(f"{stem}\t{text}\t{' '.join(self.words[row])}\n")
+        return paths, lines
+
+
+@dataclass
+class GenerationFiles:
+    """What :meth:`Generator.generate_to` wrote: ``files`` images (PNG per row and stage plus one
+    attention picture per row) and ``captions.txt`` in ``out_dir``; texts and unknown per caption."""
+
+    out_dir: Path
+    files: int
+    texts: list[str]
+    unknown: list[list[str]]
+    num: int
 
 
 class Generator:
@@ -184,6 +205,17 @@ class Generator:
         Returns images per stage [(N, 3, S, S)] and attention per attention stage [(N, T, h, w)]
         with T = max(cap_lens) (CPU tensors).
         """
+        images: list[list[Tensor]] = []
+        attention: list[list[Tensor]] = []
+        for _, fakes, atts in self._batches(captions, cap_lens, seed, batch_size, progress):
+            images.append(fakes)
+            attention.append(atts)
+        return ([torch.cat([b[s] for b in images]) for s in range(len(images[0]))],
+                [torch.cat([b[s] for b in attention]) for s in range(len(attention[0]))])
+
+    def _batches(self, captions: Tensor, cap_lens: Tensor, seed: int, batch_size: int,
+                 progress: bool) -> Iterator[tuple[int, list[Tensor], list[Tensor]]]:
+        """(first row, images per stage, attention per stage padded to T = max(cap_lens)) per batch."""
         n = captions.size(0)
         if batch_size < 1:
             raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
@@ -192,21 +224,21 @@ class Generator:
                              f"{tuple(captions.shape)} and {tuple(cap_lens.shape)}")
         noise, eps = self.draw_noise(n, seed)
         width = int(cap_lens.max())
-        images: list[list[Tensor]] = []
-        attention: list[list[Tensor]] = []
-        for start in tqdm(range(0, n, batch_size), desc="generating", unit="batch", disable=not progress,
-                          dynamic_ncols=True, leave=False):
-            rows = slice(start, start + batch_size)
-            lens = cap_lens[rows].cpu()
-            caps = captions[rows, : int(lens.max())].to(self.device)
-            words_embs, sent_emb = self.text_encoder(caps, lens)
-            mask = (caps == 0)[:, : words_embs.size(2)]
-            fakes, atts, _, _ = self.netG(noise[rows], sent_emb, words_embs, mask, eps[rows])
-            images.append([f.float().cpu() for f in fakes])
-            attention.append([torch.nn.functional.pad(a.float().cpu(), (0, 0, 0, 0, 0, width - a.size(1)))
-                              for a in atts])
-        return ([torch.cat([b[s] for b in images]) for s in range(len(images[0]))],
-                [torch.cat([b[s] for b in attention]) for s in range(len(attention[0]))])
+        with tqdm(total=n, desc="generating", unit="img", disable=not progress, dynamic_ncols=True,
+                  leave=False) as bar:
+            for start in range(0, n, batch_size):
+                rows = slice(start, start + batch_size)
+                lens = cap_lens[rows].cpu()
+                caps = captions[rows, : int(lens.max())].to(self.device)
+                words_embs, sent_emb = self.text_encoder(caps, lens)
+                mask = (caps == 0)[:, : words_embs.size(2)]
+                fakes, atts, _, _ = self.netG(noise[rows], sent_emb, words_embs, mask, eps[rows])
+                batch = (start, [f.float().cpu() for f in fakes],
+                         [torch.nn.functional.pad(a.float().cpu(), (0, 0, 0, 0, 0, width - a.size(1))) for a in atts])
+                del fakes, atts
+                yield batch
+                del batch  # a streaming consumer frees the images before the next batch is drawn
+                bar.update(len(lens))
 
     def generate(
         self,
@@ -219,7 +251,46 @@ class Generator:
         progress: bool = False,
     ) -> Union[Generation, list[Image.Image]]:
         """``num`` images per caption. output "tensor": a :class:`Generation`; "pil": the last
-        stage's images as PIL images (caption-major). Unknown words: see the module docstring."""
+        stage's images as PIL images (caption-major). Unknown words: see the module docstring.
+        Every image is kept in memory: for many, see :meth:`generate_to`."""
+        texts, words, unknown, captions, lens = self._encode(texts, num, on_unknown)
+        images, attention = self.generate_ids(captions, lens, seed=seed, batch_size=batch_size, progress=progress)
+        if output == "pil":
+            return [to_pil(img) for img in images[-1]]
+        return Generation(texts, words, unknown, images, attention, num, captions=captions)
+
+    def generate_to(
+        self,
+        out_dir: PathLike,
+        texts: Union[str, Sequence[str]],
+        seed: int = 0,
+        num: int = 1,
+        batch_size: int = 32,
+        on_unknown: Literal["skip", "error"] = "skip",
+        progress: bool = False,
+        prefix: str = "",
+    ) -> GenerationFiles:
+        """The files of :meth:`Generation.save` for ``generate(texts, seed, num, ...)`` (the same
+        images), written batch by batch: at most one batch of images is in memory.
+        ``captions.txt`` is written (atomically) at the end."""
+        texts, words, unknown, captions, lens = self._encode(texts, num, on_unknown)
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        files = 0
+        with atomic_open(out / f"{prefix}captions.txt", "w") as listing:
+            for start, fakes, atts in self._batches(captions, lens, seed, batch_size, progress):
+                rows = slice(start, start + fakes[0].size(0))
+                batch = Generation(texts[rows], words[rows], unknown[rows], fakes, atts, num)
+                paths, lines = batch.write_rows(out, prefix, first_row=start)
+                listing.writelines(lines)
+                files += len(paths)
+                del fakes, atts, batch
+        return GenerationFiles(out, files, texts[::num], unknown[::num], num)
+
+    def _encode(self, texts: Union[str, Sequence[str]], num: int, on_unknown: str
+                ) -> tuple[list[str], list[list[str]], list[list[str]], Tensor, Tensor]:
+        """Per row (``num`` per caption, caption-major): text, known words, unknown words; and the
+        0-padded word ids (N, T) and lengths (N,)."""
         if isinstance(texts, str):
             texts = [texts]
         if not texts or num < 1:
@@ -228,7 +299,7 @@ class Generator:
         for text in texts:
             ids, missing = self.vocab.encode(text, on_unknown=on_unknown)
             if missing:
-                warnings.warn(f"caption {text!r}: unknown word(s) {missing} dropped", stacklevel=2)
+                warnings.warn(f"caption {text!r}: unknown word(s) {missing} dropped", stacklevel=3)
             if not ids:
                 raise ValueError(f"caption {text!r}: no word of it is in the training vocabulary")
             encoded.append(ids)
@@ -239,11 +310,8 @@ class Generator:
         lens = torch.tensor([len(encoded[k]) for k in rows])
         for r, k in enumerate(rows):
             captions[r, : len(encoded[k])] = torch.tensor(encoded[k])
-        images, attention = self.generate_ids(captions, lens, seed=seed, batch_size=batch_size, progress=progress)
-        return Generation([texts[k] for k in rows], [[self.vocab.ixtoword[i] for i in encoded[k]] for k in rows],
-                          [unknown[k] for k in rows], images, attention, num, captions=captions) \
-            if output == "tensor" else \
-            [to_pil(img) for img in images[-1]]
+        return ([texts[k] for k in rows], [[self.vocab.ixtoword[i] for i in encoded[k]] for k in rows],
+                [unknown[k] for k in rows], captions, lens)
 
 
 @torch.no_grad()

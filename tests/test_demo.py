@@ -8,6 +8,7 @@ from PIL import Image
 
 from attngan_fast.cli import main
 from attngan_fast.demo import EVAL_RESERVE_MINUTES, PROMPTS, run_demo
+from attngan_fast.training import load_snapshot
 from training_helpers import single_thread
 
 TINY = {"SYNTHETIC.NUM_IMAGES": 50, "TRAIN.BATCH_SIZE": 8, "TEXT.EMBEDDING_DIM": 8, "DAMSM.SMALL_CNN_WIDTH": 4,
@@ -33,6 +34,14 @@ def test_demo_pipeline_tiny(tmp_path, branches):
     figure = Image.open(prompts / "001_0_attention.png")
     assert figure.width == 128 * (1 + len(PROMPTS[1].split()))  # the image, then one cell per word
     assert (tmp_path / "gan" / "run.json").exists() and (tmp_path / "evaluation.json").exists()
+    if branches == 1:  # a reused demo folder starts the GAN afresh (its previous gan/ run is cleared)
+        with single_thread():
+            again = run_demo(tmp_path, minutes=EVAL_RESERVE_MINUTES + 0.05, threads=None, progress=False,
+                             damsm_overrides={**TINY, "TRAIN.MAX_EPOCH": 1}, gan_overrides=gan, log=lambda m: None)
+        steps = [json.loads(line)["step"] for line in (tmp_path / "gan" / "log.jsonl").read_text().splitlines()]
+        assert steps == list(range(20, again["gan"]["steps"] + 1, 20))  # log_every 20, no step twice
+        snapshots = [load_snapshot(p) for p in (tmp_path / "gan").glob("checkpoint_epoch_*.pt")]
+        assert snapshots and all(snap["step"] <= again["gan"]["steps"] for snap in snapshots)
 
 
 def test_demo_cli_rejects_tiny_budgets(capsys):

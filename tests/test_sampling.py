@@ -140,3 +140,56 @@ def test_generate_cli_with_original_files(original_files, tmp_path, capsys):
     assert "error: unknown word" in capsys.readouterr().err
     assert main(["generate", "--checkpoint", str(paths["netG"])]) == 2
     assert "error: no captions" in capsys.readouterr().err
+
+
+def test_generate_to_streams_batches_with_the_same_images(original_files, tmp_path):
+    """generate_to writes what generate(...).save writes, and frees each batch's images before the
+    next batch is drawn (counted with weak references to G's outputs, not timed)."""
+    import weakref
+
+    import numpy
+
+    paths, _, _, _ = original_files
+    gen = Generator.from_checkpoint(**{k: str(v) for k, v in paths.items()})
+    texts = ["a bird with red wings", "a blue bird", "a white bird with black wings"]
+    expected = gen.generate(texts, seed=5, num=3, batch_size=4)
+    expected.save(tmp_path / "all")
+
+    netG, alive, peak = gen.netG, [], []
+
+    class Tracked(torch.nn.Module):
+        def forward(self, *args):
+            peak.append(sum(ref() is not None for ref in alive))  # images of earlier batches still alive
+            out = netG(*args)
+            alive.extend(weakref.ref(t) for t in (*out[0], *out[1]))
+            return out
+
+    gen.netG = Tracked()
+    written = gen.generate_to(tmp_path / "stream", texts, seed=5, num=3, batch_size=4)
+    assert len(peak) == 3 and peak == [0, 0, 0]  # 9 rows in batches of 4, 4, 1
+    assert written.files == 9 * 3 and written.texts == texts and written.num == 3
+    names = sorted(p.name for p in (tmp_path / "all").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "stream").iterdir())
+    assert (tmp_path / "all" / "captions.txt").read_text() == (tmp_path / "stream" / "captions.txt").read_text()
+    for name in ("000_0_g1.png", "002_2_g0.png", "001_1_attention.png"):
+        a = torch.from_numpy(numpy.array(Image.open(tmp_path / "all" / name)))
+        b = torch.from_numpy(numpy.array(Image.open(tmp_path / "stream" / name)))
+        assert torch.equal(a, b), name
+    # the list-keeping path, for contrast: every batch's images stay alive
+    alive.clear(), peak.clear()
+    kept = gen.generate(texts, seed=5, num=3, batch_size=4)
+    assert peak == [0, 2, 4] and len(kept.texts) == 9  # the 2 stage outputs of each earlier batch
+
+
+def test_generate_cli_streams_with_progress(original_files, tmp_path, capsys):
+    paths, _, _, _ = original_files
+    args = ["generate", "a red bird", "a blue bird", "--netG", str(paths["netG"]), "--text-encoder",
+            str(paths["text_encoder"]), "--captions", str(paths["captions"]), "--cfg", str(paths["cfg"]),
+            "--num", "3", "--batch-size", "2", "--device", "cpu", "--out", str(tmp_path / "g")]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "wrote 18 images for 2 caption(s) x 3" in captured.out
+    assert "generating" in captured.err  # the progress bar (images)
+    assert len(list((tmp_path / "g").glob("*.png"))) == 18
+    assert main(args + ["--no-progress", "--out", str(tmp_path / "h")]) == 0
+    assert "generating" not in capsys.readouterr().err

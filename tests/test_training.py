@@ -106,9 +106,12 @@ def test_snapshots_logs_samples_and_original_export(tmp_path):
     summary = trainer.train()
     assert summary["epochs"] == 3 and summary["steps"] == 12
     names = sorted(p.name for p in tmp_path.iterdir())
-    # after epoch index 0 (0 % 2 == 0) and at the end (label = epochs done), as the original
-    assert [n for n in names if n.endswith(".pt")] == ["checkpoint_epoch_0.pt", "checkpoint_epoch_3.pt"]
-    assert [n for n in names if n.endswith(".pth")] == ["netG_epoch_0.pth", "netG_epoch_3.pth"]
+    # after epoch indices 0 and 2 (e % 2 == 0, the last epoch too) and at the end (label = epochs done),
+    # as the original; netD{i}.pth (current D weights) overwritten by each
+    assert [n for n in names if n.endswith(".pt")] == ["checkpoint_epoch_0.pt", "checkpoint_epoch_2.pt",
+                                                       "checkpoint_epoch_3.pt"]
+    assert [n for n in names if n.endswith(".pth")] == ["netD0.pth", "netD1.pth", "netG_epoch_0.pth",
+                                                        "netG_epoch_2.pth", "netG_epoch_3.pth"]
     assert find_latest(tmp_path).name == "checkpoint_epoch_3.pt"
     snap = load_snapshot(tmp_path / "checkpoint_epoch_3.pt")  # weights_only=True
     assert snap["epoch"] == 3 and snap["step"] == 12 and snap["config"] == trainer.cfg.to_dict()
@@ -117,6 +120,9 @@ def test_snapshots_logs_samples_and_original_export(tmp_path):
     state = torch.load(tmp_path / "netG_epoch_3.pth", weights_only=True)
     G_NET(trainer.cfg).load_state_dict(state, strict=True)
     assert torch.equal(state["ca_net.fc.weight"], snap["netG_ema"]["ca_net.fc.weight"])
+    for i, netD in enumerate(trainer.netsD):
+        d_state = torch.load(tmp_path / f"netD{i}.pth", weights_only=True)
+        assert all(torch.equal(d_state[k], v) for k, v in snap["netsD"][i].items())
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == list(range(1, 13))
     assert {"errD0", "errD1", "errG", "w_loss", "s_loss", "kl", "imgs_per_s"} <= set(log[0])

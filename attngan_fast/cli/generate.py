@@ -23,7 +23,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--out", default="generated", help="output folder (default: generated)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num", type=positive_int, default=1, help="images per caption")
-    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--batch-size", type=positive_int, default=16,
+                   help="images drawn and written at a time (memory is bounded by one batch)")
     p.add_argument("--on-unknown", choices=("skip", "error"), default="skip",
                    help="unknown words: drop them with a warning (default) or stop")
     add_backend_argument(p)
@@ -47,11 +48,10 @@ def run(args: argparse.Namespace) -> int:
     generator = generator_from_args(args)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # unknown words are reported below, once per caption
-        result = generator.generate(texts, seed=args.seed, num=args.num, batch_size=args.batch_size,
-                                    on_unknown=args.on_unknown, progress=args.progress)  # KeyError: an unknown word
-    for text, missing in zip(result.texts[:: args.num], result.unknown[:: args.num]):
+        written = generator.generate_to(args.out, texts, seed=args.seed, num=args.num, batch_size=args.batch_size,
+                                        on_unknown=args.on_unknown, progress=args.progress)  # KeyError: unknown word
+    for text, missing in zip(written.texts, written.unknown):
         if missing:
             print(f"unknown word(s) dropped from {text!r}: {', '.join(missing)}")
-    paths = result.save(args.out)
-    print(f"wrote {len(paths)} images for {len(texts)} caption(s) x {args.num} to {args.out}")
+    print(f"wrote {written.files} images for {len(texts)} caption(s) x {args.num} to {args.out}")
     return 0

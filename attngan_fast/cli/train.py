@@ -1,8 +1,14 @@
-"""``attngan-fast train --cfg ... --out DIR [options]``: the GAN (also under ``torchrun``)."""
+"""``attngan-fast train --cfg ... --out DIR [options]``: the GAN (also under ``torchrun``).
+
+Exit codes: 0 done; 1 an error (``error: ...``; a diverging run too); 130 / 143 stopped by SIGINT /
+SIGTERM after writing a snapshot to continue from with ``--resume`` (the shell's codes of those
+signals, so that a scheduler sees the run did not finish).
+"""
 from __future__ import annotations
 
 import argparse
 import random
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +17,14 @@ from ..config import from_dict
 from ..training.checkpoint import find_latest, load_snapshot
 from ..training.distributed import gather_objects, init_distributed
 from ..training.options import AMP_DTYPES, TrainOptions
-from ..training.trainer import train_gan
+from ..training.stop import exit_code
+from ..training.trainer import NonFiniteLossError, train_gan
 from .common import (UsageError, add_backend_argument, add_config_arguments, add_progress_argument,
                      add_threads_argument, config_from_args, nonnegative_float, nonnegative_int, positive_int, set_threads)
 
 # the options a command line can give; a resumed run takes the others (and these unless given) from its snapshot
 _OPTION_ARGS = ("seed", "device", "amp", "channels_last", "compile", "accum_steps", "sync_bn", "max_epochs",
-                "max_minutes", "snapshot_every", "sample_every", "log_every", "workers")
+                "max_minutes", "snapshot_every", "sample_every", "log_every", "workers", "on_nan")
 
 
 def add_parser(subparsers: Any) -> None:
@@ -31,6 +38,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="SNAPSHOT",
                    help="continue from a snapshot (default: the latest in --out); the config and options "
                         "come from it unless given again")
+    p.add_argument("--overwrite", action="store_true",
+                   help="clear the run --out holds (its snapshots, netG/netD files, log.jsonl, run.json, samples) "
+                        "and start afresh; without it (or --resume) a folder holding a run is refused")
     p.add_argument("--seed", type=int, default=None, help="seed (default: random in 1..10000, as the original)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
     add_backend_argument(p)
@@ -50,6 +60,9 @@ def add_parser(subparsers: Any) -> None:
                    help="steps between sample grids (1000; 0: at the end)")
     p.add_argument("--log-every", type=positive_int, default=None, help="steps between log.jsonl records (1)")
     p.add_argument("--workers", type=nonnegative_int, default=None, help="data loader workers (default WORKERS)")
+    p.add_argument("--on-nan", choices=("stop", "skip"), default=None,
+                   help="a non-finite loss or gradient: stop with a message, saving nothing of that step "
+                        "(default), or skip that optimizer step (counted in log.jsonl's 'skipped')")
     add_progress_argument(p)
     add_threads_argument(p)
     p.set_defaults(run=run)
@@ -59,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
     set_backend(args.backend)
     set_threads(args.threads)
     given = {name: getattr(args, name) for name in _OPTION_ARGS if getattr(args, name) is not None}
+    if args.overwrite and args.resume is not None:
+        raise UsageError("--overwrite: cannot be combined with --resume (it would delete the run to resume)")
     resume, base = None, {}
     if args.resume is not None:
         resume = find_latest(args.out) if args.resume == "latest" else Path(args.resume)
@@ -75,7 +90,16 @@ def run(args: argparse.Namespace) -> int:
     if "seed" not in given and "seed" not in base:  # as the original: random, the same on every rank
         given["seed"] = gather_objects(random.randint(1, 10000), info)[0]
     options = {**base, **given, "out_dir": args.out, "device": info.device.type, "progress": args.progress}
-    summary = train_gan(cfg, TrainOptions(**options), resume=resume, dist_info=info)
+    try:
+        summary = train_gan(cfg, TrainOptions(**options), resume=resume, dist_info=info, overwrite=args.overwrite)
+    except NonFiniteLossError as e:
+        latest = find_latest(args.out)
+        raise ValueError(f"{e}; the latest snapshot is {latest if latest else 'none'}") from None
+    if summary["interrupted"]:
+        if info.is_main:
+            print(f"interrupted by {summary['interrupted']} at step {summary['steps']}: snapshot {summary['snapshot']} "
+                  f"written; continue with: attngan-fast train --out {args.out} --resume")
+        return exit_code(signal.Signals[summary["interrupted"]])
     if info.is_main:
         print(f"trained {summary['epochs']} epochs, {summary['steps']} steps in {summary['seconds']:.0f} s; "
               f"last snapshot {summary['snapshot']}")

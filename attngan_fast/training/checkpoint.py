@@ -7,8 +7,11 @@ and dicts, so it loads with ``torch.load(..., weights_only=True)``:
 key                content
 =================  ==========================================================================
 ``format``         ``"attngan_fast.gan_snapshot"``; ``version``: 1
-``epoch``          epochs completed (training continues with this epoch index)
+``epoch``          the epoch in progress: epochs completed when ``batch`` is 0
+``batch``          batches of that epoch done (0 at an epoch's end); resuming skips them
 ``step``           optimizer steps completed
+``interrupted``    True when SIGINT / SIGTERM stopped the run here
+``skipped``        optimizer steps skipped for non-finite values so far (``on_nan="skip"``)
 ``label``          the ``{label}`` of the file name (the original's ``netG_epoch_{label}``)
 ``netG``           G state_dict (current weights)
 ``netG_ema``       G state_dict with the EMA of the parameters and G's current BN buffers
@@ -23,6 +26,8 @@ key                content
 
 A process killed at any moment leaves every complete snapshot loadable: files are written to a
 hidden temporary name and renamed (:mod:`attngan_fast.io`); :func:`find_latest` ignores leftovers.
+``batch``, ``interrupted`` and ``skipped`` were added within version 1 (read with defaults 0,
+False, 0 when missing).
 """
 from __future__ import annotations
 
@@ -119,7 +124,8 @@ def load_snapshot(path: PathLike, map_location: Union[str, torch.device] = "cpu"
 
 
 def export_original_netG(path: PathLike, state_dict: Mapping[str, torch.Tensor]) -> None:
-    """Save a G state_dict as the original did (``netG_epoch_{e}.pth``: the dict only), atomically."""
+    """Save a state_dict as the original did (``netG_epoch_{e}.pth``, also ``netD{i}.pth``: the
+    dict only, on the CPU), atomically."""
     atomic_torch_save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, path)
 
 

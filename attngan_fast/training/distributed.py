@@ -20,7 +20,8 @@ from ..models.blocks import Block3x3Relu, ResBlock, UpBlock
 
 FUSED_BLOCK_TYPES = (UpBlock, Block3x3Relu, ResBlock)
 
-__all__ = ["DistInfo", "init_distributed", "convert_sync_batchnorm", "all_mean", "any_rank", "gather_objects"]
+__all__ = ["DistInfo", "init_distributed", "convert_sync_batchnorm", "all_mean", "any_rank", "max_over_ranks",
+           "gather_objects"]
 
 
 @dataclass(frozen=True)
@@ -97,11 +98,16 @@ def all_mean(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
 
 def any_rank(flag: bool, info: DistInfo) -> bool:
     """True on every rank when ``flag`` is True on any rank (so that all ranks stop together)."""
+    return bool(max_over_ranks([float(flag)], info)[0])
+
+
+def max_over_ranks(values: list[float], info: DistInfo) -> list[float]:
+    """The element-wise maximum of ``values`` over the ranks (``values`` when not distributed)."""
     if not info.distributed:
-        return flag
-    t = torch.tensor([float(flag)], device=info.device)
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=info.device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return t.tolist()
 
 
 def gather_objects(obj: Any, info: DistInfo) -> list[Any]:

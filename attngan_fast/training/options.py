@@ -24,6 +24,11 @@ class TrainOptions:
         ("inductor") or None; accum_steps: micro-batches per step (see the module docstring).
     sync_bn: SyncBatchNorm across processes (CUDA only).
     workers: DataLoader workers (default ``cfg.WORKERS``).
+    on_nan: a loss, a D output or a gradient that is not finite: "stop" (raise
+        :class:`~attngan_fast.training.trainer.NonFiniteLossError` before the optimizer step, so
+        no snapshot holds the broken weights) or "skip" (skip that optimizer's step for the batch
+        and restore the BatchNorm statistics of before the batch; ``log.jsonl`` counts the skipped
+        optimizer steps in ``skipped``, and the loss of a skipped update is logged as NaN).
     """
 
     out_dir: str
@@ -43,10 +48,13 @@ class TrainOptions:
     workers: Optional[int] = None
     num_samples: int = 8
     progress: bool = True
+    on_nan: str = "stop"
 
     def __post_init__(self) -> None:
         if self.amp not in (None, *AMP_DTYPES):
             raise ValueError(f"amp: expected None, 'bf16' or 'fp16', got {self.amp!r}")
+        if self.on_nan not in ("stop", "skip"):
+            raise ValueError(f"on_nan: expected 'stop' or 'skip', got {self.on_nan!r}")
         for name, low in (("accum_steps", 1), ("log_every", 1), ("num_samples", 1), ("max_epochs", 1),
                           ("snapshot_every", 1), ("sample_every", 0), ("workers", 0)):
             value = getattr(self, name)

@@ -24,6 +24,16 @@ own sort, padding, BatchNorm statistics and batch-coupled loss terms (the wrong-
 DAMSM's in-batch negatives), and the gradients are averaged. So W processes x K steps compute exactly what
 1 process x W*K accumulation steps computes, whatever W and K; a single micro-batch of W*K*b
 differs (its BN statistics and negatives span the whole block).
+
+Snapshots (docs/original_attngan.md §7.1): after epoch e when ``e % snapshot_every == 0`` (epoch 0
+included, the last epoch too) with label e, and a final one with label ``max_epochs``. A run
+stopped early (``max_minutes``, SIGINT / SIGTERM: :mod:`.stop`) ends with a snapshot labelled
+with the epoch in progress (with the epochs completed when it stops at an epoch's end); it records
+the batches done in that epoch, and resuming it skips them: the data order of an epoch depends
+only on (seed, epoch), so the resumed run is bitwise the uninterrupted one.
+
+Non-finite values (a loss, a D probability, a gradient) are checked before every optimizer step;
+see ``TrainOptions.on_nan``.
 """
 from __future__ import annotations
 
@@ -31,10 +41,11 @@ import contextlib
 import copy
 import functools
 import json
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -53,12 +64,24 @@ from ..visualize import write_sample_pictures
 from .builders import build_discriminators, build_generator
 from .checkpoint import seed_everything
 from .damsm import load_encoders
-from .distributed import DistInfo, all_mean, any_rank, convert_sync_batchnorm
+from .distributed import DistInfo, all_mean, any_rank, convert_sync_batchnorm, gather_objects, max_over_ranks
 from .options import AMP_DTYPES, TrainOptions
-from .snapshots import resume_trainer, save_trainer
-from .wrappers import DiscriminatorLoss, FloatOutputs
+from .run_folder import RunFolderError, open_run_folder
+from .snapshots import continue_from_original, resume_trainer, save_trainer
+from .stop import StopSignals
+from .wrappers import DiscriminatorLoss, FiniteHeads, FloatOutputs
 
-__all__ = ["GANTrainer", "collate_shards", "train_gan"]
+__all__ = ["GANTrainer", "NonFiniteLossError", "collate_shards", "train_gan"]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss, a D probability or a gradient of a step is not finite (``on_nan="stop"``); the
+    optimizer step was not taken. ``step``: the step's number (1-based); ``name``: what failed."""
+
+    def __init__(self, message: str, step: int, name: str) -> None:
+        super().__init__(message)
+        self.step = step
+        self.name = name
 
 
 def collate_shards(samples: Sequence[Any], shards: int) -> list[Batch]:
@@ -131,8 +154,10 @@ class GANTrainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=options.amp == "fp16")
         self.noise_gen = torch.Generator(self.device).manual_seed(options.seed)
 
-        self.epoch = 0
+        self.epoch = 0  # the epoch in progress (= epochs completed between epochs)
+        self.batch = 0  # batches of it done
         self.step = 0
+        self.skipped = 0  # optimizer steps skipped for non-finite values (on_nan="skip")
         self.fixed_batch: Optional[dict[str, Tensor]] = None
         self._build_runtime_modules()
 
@@ -167,6 +192,8 @@ class GANTrainer:
             netG = FloatOutputs(netG, self.device.type, dtype)
             netsD = [FloatOutputs(d, self.device.type, dtype) for d in netsD]
             image_encoder = FloatOutputs(image_encoder, self.device.type, dtype)
+        netsD = [FiniteHeads(d) for d in netsD]
+        self._guards = netsD
         d_losses = [DiscriminatorLoss(d) for d in netsD]
         if self.dist.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -178,7 +205,8 @@ class GANTrainer:
         self._image_encoder = image_encoder
 
     # ------------------------------------------------------------------ data
-    def _loader(self, epoch: int) -> DataLoader:
+    def _loader(self, epoch: int, start: int = 0) -> DataLoader:
+        """The batches of ``epoch`` from batch ``start`` on (the order depends only on seed and epoch)."""
         sampler = DistributedSampler(
             self.dataset, num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=True,
             seed=self.options.seed, drop_last=False,
@@ -188,18 +216,20 @@ class GANTrainer:
             self.dataset.set_epoch(epoch)
         generator = torch.Generator().manual_seed(self.options.seed * 1_000_003 + epoch)
         workers = self.options.workers if self.options.workers is not None else self.cfg.WORKERS
-        loader = DataLoader(
-            self.dataset, batch_size=self.batch_size * self.options.accum_steps, sampler=sampler,
-            num_workers=workers, drop_last=True, pin_memory=self.device.type == "cuda", generator=generator,
-            collate_fn=functools.partial(collate_shards, shards=self.options.accum_steps),
-        )
-        if len(loader) == 0:
+        per_batch = self.batch_size * self.options.accum_steps
+        if len(sampler) // per_batch == 0:
             raise ValueError(
                 f"data set of {len(self.dataset)} items gives no full batch of "
                 f"{self.batch_size} x {self.options.accum_steps} accumulation steps on each of "
                 f"{self.dist.world_size} processes"
             )
-        return loader
+        if start > len(sampler) // per_batch:
+            raise ValueError(f"epoch {epoch} has {len(sampler) // per_batch} batches, cannot start at batch {start}")
+        return DataLoader(
+            self.dataset, batch_size=per_batch, sampler=list(sampler)[start * per_batch:] if start else sampler,
+            num_workers=workers, drop_last=True, pin_memory=self.device.type == "cuda", generator=generator,
+            collate_fn=functools.partial(collate_shards, shards=self.options.accum_steps),
+        )
 
     def _micro_batches(self, batches: Sequence[Batch]) -> list[_MicroBatch]:
         K, W, b = self.options.accum_steps, self.dist.world_size, self.batch_size
@@ -233,6 +263,10 @@ class GANTrainer:
         Returns the losses (detached scalars, averaged over micro-batches; not over processes).
         """
         K = self.options.accum_steps
+        skipped, kept = self.skipped, None
+        if self.options.on_nan == "skip":
+            buffers = [b for m in (self.netG, *self.netsD) for b in m.buffers()]
+            kept = [b.clone() for b in buffers]
         micro = self._micro_batches(batches)
         if self.fixed_batch is None:
             n = min(self.options.num_samples, micro[0].captions.size(0))
@@ -245,8 +279,10 @@ class GANTrainer:
         logs: dict[str, Tensor] = {}
         offset = len(micro[0].imgs) - len(self.netsD)
 
+        stepped = False
         for i, (d_loss, optimizer) in enumerate(zip(self._d_losses, self.optimizersD)):
             optimizer.zero_grad(set_to_none=True)
+            self._guards[i].clear()
             total = torch.zeros((), device=self.device)
             for k, mb in enumerate(micro):
                 sync = contextlib.nullcontext() if k == K - 1 or not self.dist.distributed else d_loss.no_sync()
@@ -254,12 +290,18 @@ class GANTrainer:
                     errD = d_loss(mb.imgs[offset + i], mb.fake_imgs[i].detach(), mb.sent_emb, real_labels, fake_labels)
                     self.scaler.scale(errD / K).backward()
                 total = total + errD.detach()
-            self.scaler.step(optimizer)
             logs[f"errD{i}"] = total / K
+            if self._finite(f"errD{i}", {f"errD{i}": logs[f"errD{i}"]}, self.netsD[i], [self._guards[i]]):
+                self.scaler.step(optimizer)
+                stepped = True
+            else:  # a skipped update logs NaN
+                logs[f"errD{i}"] = torch.full_like(logs[f"errD{i}"], float("nan"))
 
         self.optimizerG.zero_grad(set_to_none=True)
         for netD in self.netsD:
             netD.requires_grad_(False)
+        for guard in self._guards:
+            guard.clear()
         errG_total = torch.zeros((), device=self.device)
         parts: dict[str, Tensor] = {}
         for mb in micro:
@@ -274,13 +316,50 @@ class GANTrainer:
         self.scaler.scale(errG_total).backward()
         for netD in self.netsD:
             netD.requires_grad_(True)
-        self.scaler.step(self.optimizerG)
-        self.scaler.update()
+        g_ok = self._finite("errG", {"errG": errG_total.detach(), **parts}, self.netG, self._guards)
+        if g_ok:
+            self.scaler.step(self.optimizerG)
+            stepped = True
+        if stepped:  # GradScaler.update needs a step to have run
+            self.scaler.update()
+        if kept is not None and self.skipped > skipped:  # a skipped batch leaves no BatchNorm statistics
+            with torch.no_grad():
+                torch._foreach_copy_(buffers, kept)
         self._update_ema()
-        logs["errG"] = errG_total.detach()
+        logs["errG"] = errG_total.detach() if g_ok else torch.full_like(errG_total, float("nan"))
         logs.update(parts)
         self.step += 1
         return logs
+
+    def _finite(self, name: str, losses: Mapping[str, Tensor], module: nn.Module, guards: Sequence[FiniteHeads]) -> bool:
+        """Whether the optimizer step of ``name`` (on ``module``'s gradients) may run: its losses,
+        the probabilities of the D heads in ``guards`` and (without a GradScaler, which skips
+        overflowing steps itself) the gradients are finite on every process. Otherwise raise
+        :class:`NonFiniteLossError` (on_nan "stop") or count a skipped step (False)."""
+        bad = ~torch.isfinite(torch.stack([v.float() for v in losses.values()])).all()
+        flags = [g.bad for g in guards if g.bad is not None]
+        if flags:
+            bad = bad | torch.stack(flags).any()
+        if not self.scaler.is_enabled():
+            grads = [p.grad for p in module.parameters() if p.grad is not None]
+            if grads:
+                bad = bad | ~torch.isfinite(torch.stack(torch._foreach_norm(grads, float("inf")))).all()
+        if not any_rank(bool(bad), self.dist):
+            return True
+        what = [f"{k} = {float(v)}" for k, v in losses.items() if not torch.isfinite(v)]
+        nan_heads = [f"D{self._guards.index(g)}" for g in guards if g.bad is not None and bool(g.bad)]
+        if nan_heads:  # the guards gave BCE 0.5 there: the loss is really NaN
+            what.append(f"{name} = nan (NaN probabilities of {', '.join(nan_heads)})")
+        if not what:
+            what = [f"non-finite gradients of the {name} update"]
+        if self.options.on_nan == "stop":
+            raise NonFiniteLossError(
+                f"training diverged at step {self.step + 1} (epoch {self.epoch}, batch {self.batch + 1}), "
+                f"{name} update: {'; '.join(what)}; the update was not applied and no snapshot was written "
+                "(lower the learning rates, or skip such steps with on_nan 'skip' / --on-nan skip)",
+                self.step + 1, name)
+        self.skipped += 1
+        return False
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -296,25 +375,39 @@ class GANTrainer:
 
     # ------------------------------------------------------------------ loop
     def train(self) -> dict[str, Any]:
-        """Run epochs ``self.epoch .. max_epochs - 1`` (or until ``max_minutes``); snapshots as the
-        original (after epoch e when e % snapshot_every == 0, and at the end). Returns a summary."""
+        """Run from the current epoch and batch to ``max_epochs`` (or until ``max_minutes``, SIGINT
+        or SIGTERM); snapshots as described in the module docstring. Returns a summary:
+        epochs, steps, seconds, stopped_by_time, interrupted (the signal's name or None), skipped,
+        last (the last logged losses), snapshot (the final snapshot's path)."""
+        with StopSignals() as signals:
+            return self._train(signals)
+
+    def _train(self, signals: StopSignals) -> dict[str, Any]:
         opts = self.options
         main = self.dist.is_main
         if main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         deadline = None if opts.max_minutes is None else time.monotonic() + 60.0 * opts.max_minutes
+
+        def poll() -> tuple[int, bool]:  # (signal number or 0, time is up), agreed by every process
+            late = deadline is not None and time.monotonic() > deadline
+            signum, late = max_over_ranks([float(signals.received or 0), float(late)], self.dist)
+            return int(signum), bool(late)
+
         images_per_step = self.shards * self.batch_size
         last: dict[str, float] = {}
         window: list[dict[str, Tensor]] = []
-        stopped = False
+        signum, stopped = 0, False
         start = time.perf_counter()
         tick, tick_step = start, self.step
         for epoch in range(self.epoch, self.max_epochs):
-            loader = self._loader(epoch)
-            bar = tqdm(total=len(loader), desc=f"epoch {epoch}", unit="step", dynamic_ncols=True, leave=False,
-                       disable=not (main and opts.progress))
+            loader = self._loader(epoch, start=self.batch)
+            n_batches = self.batch + len(loader)
+            bar = tqdm(total=n_batches, initial=self.batch, desc=f"epoch {epoch}", unit="step", dynamic_ncols=True,
+                       leave=False, disable=not (main and opts.progress))
             for batch in loader:
                 window.append(self.train_step(batch))
+                self.batch += 1
                 if self.step % opts.log_every == 0:
                     now = time.perf_counter()
                     last = self._log(window, epoch, images_per_step * (self.step - tick_step) / max(now - tick, 1e-9))
@@ -323,30 +416,37 @@ class GANTrainer:
                 bar.update(1)
                 if main and opts.sample_every and self.step % opts.sample_every == 0:
                     self.render_samples()
-                if deadline is not None and any_rank(time.monotonic() > deadline, self.dist):
-                    stopped = True
+                signum, stopped = poll()
+                if signum or stopped:
                     break
             bar.close()
             if main and last:
                 tqdm.write(f"epoch {epoch}: step {self.step} | " + " ".join(
                     f"{k} {v:.3g}" for k, v in last.items() if k != "imgs_per_s")
                     + f" | {last.get('imgs_per_s', 0.0):.1f} img/s | {time.perf_counter() - start:.0f} s")
-            if stopped:
+            if self.batch < n_batches:  # stopped within the epoch
                 break
-            self.epoch = epoch + 1
-            if epoch % self.snapshot_every == 0 and epoch + 1 < self.max_epochs:
+            self.epoch, self.batch = epoch + 1, 0
+            if epoch % self.snapshot_every == 0:
                 self.save(label=epoch)
-        final = self.save(label=self.epoch)
+            if not (signum or stopped):
+                signum, stopped = poll()  # a signal during the snapshot
+            if signum or stopped:
+                break
+        final = self.save(label=self.epoch, interrupted=bool(signum))
         if main:
             self.render_samples()
         return {"epochs": self.epoch, "steps": self.step, "seconds": time.perf_counter() - start,
-                "stopped_by_time": stopped, "last": last, "snapshot": str(final)}
+                "stopped_by_time": stopped and not signum,
+                "interrupted": signal.Signals(signum).name if signum else None, "skipped": self.skipped,
+                "last": last, "snapshot": str(final)}
 
     def _log(self, window: list[dict[str, Tensor]], epoch: int, imgs_per_s: float) -> dict[str, float]:
         names = list(window[0])
         values = torch.stack([torch.stack([w[n].float() for n in names]) for w in window]).mean(0)
         values = all_mean(values, self.dist).tolist()
-        record = {"epoch": epoch, "step": self.step, **dict(zip(names, values)), "imgs_per_s": imgs_per_s}
+        record = {"epoch": epoch, "step": self.step, **dict(zip(names, values)), "imgs_per_s": imgs_per_s,
+                  "skipped": self.skipped}
         if self.dist.is_main:
             with open(self.out_dir / "log.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
@@ -376,14 +476,19 @@ class GANTrainer:
             ema_buf.copy_(buf)
 
     # ------------------------------------------------------------------ snapshots
-    def save(self, label: int) -> Path:
-        """Write the snapshot ``checkpoint_epoch_{label}.pt`` and ``netG_epoch_{label}.pth``
-        (:func:`~attngan_fast.training.snapshots.save_trainer`); collective."""
-        return save_trainer(self, label)
+    def save(self, label: int, interrupted: bool = False) -> Path:
+        """Write the snapshot ``checkpoint_epoch_{label}.pt`` with ``netG_epoch_{label}.pth`` and
+        ``netD{i}.pth`` (:func:`~attngan_fast.training.snapshots.save_trainer`); collective."""
+        return save_trainer(self, label, interrupted=interrupted)
 
     def resume(self, path: str | Path) -> None:
         """Continue from a snapshot (:func:`~attngan_fast.training.snapshots.resume_trainer`)."""
         resume_trainer(self, path)
+
+    def continue_from(self, net_g: str | Path, load_netsD: bool) -> None:
+        """Continue as the original's ``TRAIN.NET_G`` / ``TRAIN.B_NET_D``
+        (:func:`~attngan_fast.training.snapshots.continue_from_original`)."""
+        continue_from_original(self, net_g, load_netsD)
 
 
 def train_gan(
@@ -392,27 +497,54 @@ def train_gan(
     *,
     resume: Optional[str | Path] = None,
     dist_info: Optional[DistInfo] = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train the GAN of ``cfg`` on its data set against the DAMSM encoders of ``cfg.TRAIN.NET_E``
-    (its ``image_encoder`` twin next to it); ``resume``: a snapshot to continue from.
+    (its ``image_encoder`` twin next to it).
 
-    Writes ``run.json`` (config, options, summary) next to the snapshots. Returns the summary.
+    resume: a snapshot to continue from. Without it, ``cfg.TRAIN.NET_G`` (an original-format G
+    file, e.g. ``netG_epoch_50.pth``) continues as the original does: G from it, the Ds from the
+    ``netD{i}.pth`` next to it when ``TRAIN.B_NET_D``, from epoch 51; a resumed snapshot ignores it.
+    The output folder is locked for the run and must not hold another run unless ``overwrite``
+    (see :mod:`.run_folder`: :class:`~attngan_fast.training.run_folder.RunFolderError`).
+    Writes ``run.json`` (config, options, summary) next to the snapshots. Returns the summary
+    (:meth:`GANTrainer.train`).
     """
     if not cfg.TRAIN.NET_E:
         raise ValueError("TRAIN.NET_E is empty: the GAN trains against a pre-trained DAMSM text encoder "
                          "(text_encoder<N>.pth, with image_encoder<N>.pth next to it); run "
                          "`attngan-fast pretrain-damsm` first and set TRAIN.NET_E")
     info = dist_info or DistInfo(device=torch.device(options.device))
-    dataset = build_dataset(cfg, "train", seed=options.seed)
-    text_encoder, image_encoder = load_encoders(cfg, dataset.n_words, cfg.TRAIN.NET_E, device=info.device)
-    trainer = GANTrainer(cfg, dataset, text_encoder, image_encoder, options, ixtoword=dataset.ixtoword,
-                         dist_info=info)
-    if resume is not None:
-        trainer.resume(resume)
-    summary = trainer.train()
-    if info.is_main:
-        atomic_write_json(Path(options.out_dir) / "run.json", {
-            "config": cfg.to_dict(), "options": asdict(options), "backend": get_backend(),
-            "world_size": info.world_size, "torch": torch.__version__, **summary,
-        })
+    net_g = cfg.TRAIN.NET_G if resume is None and cfg.TRAIN.NET_G else None
+    with _locked_run_folder(options.out_dir, info, resume=resume, overwrite=overwrite, keep=net_g):
+        dataset = build_dataset(cfg, "train", seed=options.seed)
+        text_encoder, image_encoder = load_encoders(cfg, dataset.n_words, cfg.TRAIN.NET_E, device=info.device)
+        trainer = GANTrainer(cfg, dataset, text_encoder, image_encoder, options, ixtoword=dataset.ixtoword,
+                             dist_info=info)
+        if resume is not None:
+            trainer.resume(resume)
+        elif net_g is not None:
+            trainer.continue_from(net_g, load_netsD=cfg.TRAIN.B_NET_D)
+        summary = trainer.train()
+        if info.is_main:
+            atomic_write_json(Path(options.out_dir) / "run.json", {
+                "config": cfg.to_dict(), "options": asdict(options), "backend": get_backend(),
+                "world_size": info.world_size, "torch": torch.__version__, **summary,
+            })
     return summary
+
+
+@contextlib.contextmanager
+def _locked_run_folder(out_dir: str | Path, info: DistInfo, **kwargs: Any) -> Iterator[None]:
+    """:func:`~.run_folder.open_run_folder` on rank 0, its refusal raised on every rank."""
+    with contextlib.ExitStack() as stack:
+        error = None
+        if info.is_main:
+            try:
+                stack.enter_context(open_run_folder(out_dir, **kwargs))
+            except RunFolderError as e:
+                error = str(e)
+        error = gather_objects(error, info)[0]
+        if error is not None:
+            raise RunFolderError(error)
+        yield

@@ -1,7 +1,8 @@
-"""Modules the training step calls through: autocast with float32 outputs, D's loss as one module (DDP)."""
+"""Modules the training step calls through: autocast with float32 outputs, D's loss as one module
+(DDP), D heads whose NaN probabilities are recorded instead of reaching BCE."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.nn as nn
@@ -9,7 +10,7 @@ from torch import Tensor
 
 from ..losses import discriminator_loss
 
-__all__ = ["FloatOutputs", "to_float", "DiscriminatorLoss"]
+__all__ = ["FloatOutputs", "to_float", "DiscriminatorLoss", "FiniteHeads"]
 
 
 class FloatOutputs(nn.Module):
@@ -49,3 +50,43 @@ class DiscriminatorLoss(nn.Module):
 
     def forward(self, real: Tensor, fake: Tensor, cond: Tensor, real_labels: Tensor, fake_labels: Tensor) -> Tensor:
         return discriminator_loss(self.netD, real, fake, cond, real_labels, fake_labels)
+
+
+class FiniteHeads(nn.Module):
+    """``netD`` whose heads (``COND_DNET``, ``UNCOND_DNET``) return their probabilities with NaN
+    replaced by 0.5, and record that it happened in :attr:`bad` (a bool tensor, or None when
+    nothing ran since :meth:`clear`). BCE rejects NaN (an error on the CPU, a device-side assert
+    on CUDA), so a diverging run could not otherwise be stopped with a message; the trainer checks
+    :attr:`bad` before each optimizer step. Finite outputs pass unchanged (gradients included).
+    """
+
+    def __init__(self, netD: nn.Module) -> None:
+        super().__init__()
+        self.module = netD
+        self._flags: list[Tensor] = []
+        for head in ("COND_DNET", "UNCOND_DNET"):
+            inner = getattr(netD, head)
+            setattr(self, head, None if inner is None else _NaNGuard(inner, self._flags))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.module(x)
+
+    @property
+    def bad(self) -> Optional[Tensor]:
+        return torch.stack(self._flags).any() if self._flags else None
+
+    def clear(self) -> None:
+        self._flags.clear()
+
+
+class _NaNGuard(nn.Module):
+    def __init__(self, head: nn.Module, flags: list[Tensor]) -> None:
+        super().__init__()
+        self.head = head
+        self._flags = flags  # shared with the FiniteHeads owner (a plain list: no module cycle)
+
+    def forward(self, *args: Any) -> Tensor:
+        out = self.head(*args)
+        nan = torch.isnan(out)
+        self._flags.append(nan.any())
+        return torch.where(nan, torch.full_like(out, 0.5), out)
