@@ -29,8 +29,6 @@ TESTS = Path(__file__).resolve().parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-@pytest.fixture(autouse=True)
-
 def assert_fails(argv: list[str], pattern: str) -> None:
     """``main(argv)`` fails (exit code 1 or 2) with ``error: ...`` on stderr matching ``pattern``."""
     err = io.StringIO()
@@ -39,6 +37,8 @@ def assert_fails(argv: list[str], pattern: str) -> None:
     assert code in (1, 2), code
     assert re.search(pattern, err.getvalue()), err.getvalue()
 
+
+@pytest.fixture(autouse=True)
 def _one_thread():
     with single_thread():
         yield
