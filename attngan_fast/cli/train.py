@@ -17,7 +17,7 @@ from .common import (add_backend_argument, add_config_arguments, add_progress_ar
 
 # the options a command line can give; a resumed run takes the others (and these unless given) from its snapshot
 _OPTION_ARGS = ("seed", "device", "amp", "channels_last", "compile", "accum_steps", "sync_bn", "max_epochs",
-                "max_minutes", "snapshot_every", "sample_every", "log_every", "workers")
+                "max_minutes", "snapshot_every", "sample_every", "log_every", "workers", "eval_every", "eval_images")
 
 
 def add_parser(subparsers: Any) -> None:
@@ -48,6 +48,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--sample-every", type=int, default=None, help="steps between sample grids (1000; 0: at the end)")
     p.add_argument("--log-every", type=int, default=None, help="steps between log.jsonl records (1)")
     p.add_argument("--workers", type=int, default=None, help="data loader workers (default WORKERS)")
+    p.add_argument("--eval-every", type=int, default=None,
+                   help="epochs between FID/KID (tf-fid, metrics extra) + R-precision records in log.jsonl (0: never)")
+    p.add_argument("--eval-images", type=int, default=None, help="test captions for --eval-every (256)")
     add_progress_argument(p)
     add_threads_argument(p)
     p.set_defaults(run=run)

@@ -24,6 +24,9 @@ class TrainOptions:
         ("inductor") or None; accum_steps: micro-batches per step (see the module docstring).
     sync_bn: SyncBatchNorm across processes (CUDA only).
     workers: DataLoader workers (default ``cfg.WORKERS``).
+    eval_every (epochs, 0 = never): FID / KID (tf-fid, with the metrics extra) and R-precision of the
+        EMA generator on the first ``eval_images`` test captions, appended to ``log.jsonl``
+        (:mod:`attngan_fast.metrics.training_eval`).
     """
 
     out_dir: str
@@ -43,6 +46,8 @@ class TrainOptions:
     workers: Optional[int] = None
     num_samples: int = 8
     progress: bool = True
+    eval_every: int = 0
+    eval_images: int = 256
 
     def __post_init__(self) -> None:
         if self.amp not in (None, *AMP_DTYPES):
@@ -50,5 +55,9 @@ class TrainOptions:
         for name in ("accum_steps", "log_every", "num_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
+        if self.eval_every < 0:
+            raise ValueError(f"eval_every: expected >= 0 (0 = never), got {self.eval_every}")
+        if self.eval_images < 2:
+            raise ValueError(f"eval_images: expected >= 2, got {self.eval_images}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay: expected in [0, 1), got {self.ema_decay}")

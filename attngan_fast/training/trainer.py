@@ -134,6 +134,13 @@ class GANTrainer:
         self.step = 0
         self.fixed_batch: Optional[dict[str, Tensor]] = None
         self._build_runtime_modules()
+        # issue 16: metrics every options.eval_every epochs (main process only)
+        self.evaluator = None
+        if options.eval_every and self.dist.is_main:
+            from ..metrics.training_eval import EpochEvaluator
+
+            self.evaluator = EpochEvaluator(cfg, options.eval_every, options.eval_images, self.device,
+                                            seed=options.seed, progress=options.progress)
 
     # ------------------------------------------------------------------ setup
     @staticmethod
@@ -333,6 +340,8 @@ class GANTrainer:
             if stopped:
                 break
             self.epoch = epoch + 1
+            if self.evaluator is not None:  # issue 16
+                self.evaluator(self, epoch)
             if epoch % self.snapshot_every == 0 and epoch + 1 < self.max_epochs:
                 self.save(label=epoch)
         final = self.save(label=self.epoch)
