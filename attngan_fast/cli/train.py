@@ -20,11 +20,13 @@ from ..training.options import AMP_DTYPES, TrainOptions
 from ..training.stop import exit_code
 from ..training.trainer import NonFiniteLossError, train_gan
 from .common import (UsageError, add_backend_argument, add_config_arguments, add_progress_argument,
-                     add_threads_argument, config_from_args, nonnegative_float, nonnegative_int, positive_int, set_threads)
+                     add_threads_argument, config_from_args, nonnegative_float, nonnegative_int, number, positive_int,
+                     set_threads)
 
 # the options a command line can give; a resumed run takes the others (and these unless given) from its snapshot
 _OPTION_ARGS = ("seed", "device", "amp", "channels_last", "compile", "accum_steps", "sync_bn", "max_epochs",
-                "max_minutes", "snapshot_every", "sample_every", "log_every", "workers", "on_nan")
+                "max_minutes", "snapshot_every", "sample_every", "log_every", "workers", "on_nan", "eval_every",
+                "eval_images")
 
 
 def add_parser(subparsers: Any) -> None:
@@ -63,6 +65,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--on-nan", choices=("stop", "skip"), default=None,
                    help="a non-finite loss or gradient: stop with a message, saving nothing of that step "
                         "(default), or skip that optimizer step (counted in log.jsonl's 'skipped')")
+    p.add_argument("--eval-every", type=nonnegative_int, default=None,
+                   help="epochs between FID/KID (tf-fid, metrics extra) + R-precision records in log.jsonl (0: never)")
+    p.add_argument("--eval-images", type=number(int, 2), default=None, help="test captions for --eval-every (256)")
     add_progress_argument(p)
     add_threads_argument(p)
     p.set_defaults(run=run)

@@ -7,8 +7,12 @@ images (``num_images``) take the captions of later epochs. Metrics:
 * ``r_precision``: DM-GAN's protocol against DAMSM encoders (by default the ones G trained with);
 * ``attributes``: synthetic birds only, the share of images whose wing / belly colour (predicted by
   a classifier trained on real renders of the train split) is the caption's;
-* ``is`` and ``fid``: with an Inception-v3 weights file (``inception_weights``); FID against the
-  real test images.
+* ``fid`` and ``kid``: against the real test images (or reference statistics from
+  ``attngan-fast fid-stats``, ``fid_stats``), under a named feature protocol (docs/metrics.md):
+  ``tf-fid`` by default when the ``metrics`` extra is installed, else ``torchvision-legacy`` with an
+  Inception-v3 weights file; the protocol is written into the result;
+* ``is``: the Inception Score (10 splits) with a user-provided classifier (``inception_weights``,
+  a torchvision Inception-v3 state_dict), named in the result by file and SHA-1.
 
 Returns a JSON-ready dict; :func:`format_table` prints it.
 """
@@ -24,12 +28,16 @@ from torch import Tensor
 
 from ..config import Config
 from .attributes import attribute_accuracy, train_attribute_classifier
-from .inception import InceptionV3, fid_from_features, inception_outputs, inception_score
+from .fid import (METRICS_EXTRA_HINT, MetricsExtraMissing, ReferenceStats, build_extractor, dataset_batches,
+                  default_protocol, extract_features, file_sha1)
+from .inception import fid_from_features, inception_score
+from .kid import kernel_inception_distance
 from .r_precision import dataset_r_precision
 
-__all__ = ["METRICS", "split_captions", "real_attribute_set", "evaluate_generator", "format_table"]
+__all__ = ["METRICS", "split_captions", "real_attribute_set", "default_metrics", "reference_statistics",
+           "feature_metrics", "evaluate_generator", "format_table"]
 
-METRICS = ("r_precision", "attributes", "is", "fid")
+METRICS = ("r_precision", "attributes", "is", "fid", "kid")
 ATTRIBUTES = ("wing", "belly")
 
 
@@ -57,30 +65,71 @@ def real_attribute_set(dataset: Any, size: int = 64) -> tuple[Tensor, dict[str, 
     return images, {name: torch.from_numpy(dataset.attribute_array(name)) for name in ATTRIBUTES}
 
 
+def default_metrics(cfg: Config, inception_weights: Optional[str] = None) -> tuple[list[str], Optional[str]]:
+    """The metrics an evaluation computes unless told: R-precision, attributes (synthetic birds),
+    FID and KID when a protocol is available, IS with a classifier; and a note when FID is not
+    available (how to get it)."""
+    metrics = ["r_precision"] + (["attributes"] if cfg.DATASET_NAME == "synthetic_birds" else [])
+    available = default_protocol(inception_weights) is not None
+    metrics += ["fid", "kid"] if available else []
+    metrics += ["is"] if inception_weights else []
+    return metrics, None if available else f"FID/KID not computed: {METRICS_EXTRA_HINT}"
+
+
+def reference_statistics(extractor: Any, dataset: Any, *, count: Optional[int] = None, batch_size: int = 50,
+                         progress: bool = False, description: str = "") -> ReferenceStats:
+    """FID reference statistics of a caption data set's real images (first ``count`` items)."""
+    features, _ = extract_features(extractor, dataset_batches(dataset, batch_size, count), progress=progress,
+                                   desc="inception features (real)")
+    return ReferenceStats.from_features(features, extractor.protocol, description or f"{len(features)} real images")
+
+
+def feature_metrics(reference: ReferenceStats, features: np.ndarray, kid_subsets: int = 10) -> dict[str, Any]:
+    """``fid`` and ``kid`` ({mean, stderr, subsets}; fewer subsets for small sets, none below 4
+    images a set) of ``features`` (N, 2048) against ``reference``."""
+    out: dict[str, Any] = {"fid": fid_from_features(reference.features, features)}
+    subsets = min(kid_subsets, reference.count // 2, len(features) // 2)
+    if subsets >= 2:
+        mean, stderr = kernel_inception_distance(reference.features, features, subsets=subsets)
+        out["kid"] = {"mean": mean, "stderr": stderr, "subsets": subsets}
+    return out
+
+
 def evaluate_generator(
     generator: Any,
     cfg: Config,
     *,
-    metrics: Sequence[str] = ("r_precision", "attributes"),
+    metrics: Optional[Sequence[str]] = None,
     damsm_encoders: Optional[tuple[torch.nn.Module, torch.nn.Module]] = None,
     inception_weights: Optional[str] = None,
+    fid_protocol: Optional[str] = None,
+    resize: Optional[str] = None,
+    fid_stats: Optional[str] = None,
     num_images: Optional[int] = None,
     seed: int = 0,
     batch_size: int = 32,
     classifier_epochs: int = 15,
+    kid_subsets: int = 10,
     progress: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Score ``generator`` (an :class:`attngan_fast.Generator`) on the test split of ``cfg``.
 
-    damsm_encoders: (text encoder, image encoder) for R-precision. Metrics that cannot run
-    (no encoders, not synthetic birds, no Inception weights) raise ValueError.
+    metrics: default :func:`default_metrics`. damsm_encoders: (text encoder, image encoder) for
+    R-precision. fid_protocol / resize: the FID feature protocol and resize filter
+    (:mod:`attngan_fast.metrics.fid`); fid_stats: an ``.npz`` of ``attngan-fast fid-stats`` to use
+    as the reference (refused when made under another protocol). Metrics that cannot run (no
+    encoders, not synthetic birds, no Inception weights or metrics extra) raise ValueError.
     """
     from ..data import build_dataset
 
     for name, value in (("num_images", 1 if num_images is None else num_images), ("batch_size", batch_size)):
         if value < 1:
             raise ValueError(f"{name}: expected >= 1, got {value}")
+    notes = []
+    if metrics is None:
+        metrics, note = default_metrics(cfg, inception_weights)
+        notes += [note] if note else []
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise ValueError(f"metrics: unknown {unknown}; expected some of {METRICS}")
@@ -89,16 +138,28 @@ def evaluate_generator(
         raise ValueError("metric 'attributes' needs synthetic birds (DATASET_NAME: synthetic_birds)")
     if "r_precision" in metrics and damsm_encoders is None:
         raise ValueError("metric 'r_precision' needs the DAMSM encoders")
-    if ("is" in metrics or "fid" in metrics) and not inception_weights:
-        raise ValueError("metrics 'is' / 'fid' need an Inception-v3 weights file (inception_weights)")
+    if "is" in metrics and not inception_weights:
+        raise ValueError("metric 'is' needs a classifier: a torchvision Inception-v3 weights file (inception_weights)")
+    want_fid = "fid" in metrics or "kid" in metrics
+    if want_fid:
+        fid_protocol = fid_protocol or default_protocol(inception_weights)
+        if fid_protocol is None:
+            raise MetricsExtraMissing(f"metrics 'fid' / 'kid': {METRICS_EXTRA_HINT}; or give a torchvision "
+                                      "Inception-v3 weights file (inception_weights) for the torchvision-legacy protocol")
     n = len(test_set) if num_images is None else num_images
-    # read the weights file before generating: a bad file fails at once
-    inception = InceptionV3(inception_weights).to(generator.device) if "is" in metrics or "fid" in metrics else None
+    # the Inception networks are read before generating: a bad weights file fails at once
+    extractor = (build_extractor(fid_protocol, resize=resize, inception_weights=inception_weights,
+                                 device=generator.device) if want_fid else None)
+    is_network = extractor
+    if "is" in metrics and (extractor is None or extractor.name != "torchvision-legacy"):
+        is_network = build_extractor("torchvision-legacy", inception_weights=inception_weights, device=generator.device)
     start = time.perf_counter()
     captions, lens, owners = split_captions(test_set, n)
     images = generator.generate_ids(captions, lens, seed=seed, batch_size=batch_size, progress=progress)[0][-1]
     result: dict[str, Any] = {"images": n, "image_size": int(images.shape[-1]), "seed": seed,
                               "generate_seconds": time.perf_counter() - start}
+    if notes:
+        result["notes"] = notes
     log(f"generated {n} images for the test captions in {result['generate_seconds']:.1f} s")
     if "r_precision" in metrics:
         if n < len(test_set):
@@ -119,16 +180,32 @@ def evaluate_generator(
         log("attribute accuracy: " + ", ".join(f"{a} {100 * v:.1f} %" for a, v in result["attribute_accuracy"].items())
             + " (classifier on real test renders: " + ", ".join(
                 f"{a} {100 * v:.1f} %" for a, v in result["attribute_accuracy_real"].items()) + ")")
-    if inception is not None:
-        pool, probs = inception_outputs(inception, images, batch_size)
-        if "is" in metrics:
-            mean, std = inception_score(probs)
-            result["inception_score"] = {"mean": mean, "std": std}
-            log(f"Inception Score: {mean:.3f} ± {std:.3f}")
+    if extractor is not None:
+        if fid_stats:
+            reference = ReferenceStats.load(fid_stats, expected_protocol=extractor.protocol)
+        else:
+            reference = reference_statistics(extractor, test_set, batch_size=batch_size, progress=progress,
+                                             description=f"{cfg.DATASET_NAME} test split, {len(test_set)} real images")
+        features, probs = extract_features(extractor, images, batch_size=batch_size, progress=progress,
+                                           desc="inception features (generated)")
+        scores = feature_metrics(reference, features, kid_subsets)
+        result["fid_protocol"] = extractor.protocol
+        result["fid_reference"] = {"source": reference.source, "images": reference.count,
+                                   **({"file": str(fid_stats)} if fid_stats else {})}
         if "fid" in metrics:
-            real = torch.stack([test_set[k].imgs[-1] for k in range(len(test_set))])
-            result["fid"] = fid_from_features(inception_outputs(inception, real, batch_size)[0], pool)
-            log(f"FID: {result['fid']:.3f}")
+            result["fid"] = scores["fid"]
+            log(f"FID ({fid_protocol}, resize {extractor.resize}): {result['fid']:.3f}")
+        if "kid" in metrics and "kid" in scores:
+            result["kid"] = scores["kid"]
+            log(f"KID ({fid_protocol}): {scores['kid']['mean']:.5f} ± {scores['kid']['stderr']:.5f}")
+    if "is" in metrics:
+        if is_network is not extractor:
+            probs = extract_features(is_network, images, batch_size=batch_size, progress=progress,
+                                     desc="inception classifier")[1]
+        mean, std = inception_score(probs)
+        result["inception_score"] = {"mean": mean, "std": std, "splits": 10, "classifier": {
+            "file": str(inception_weights), "sha1": file_sha1(inception_weights), "classes": int(probs.shape[1])}}
+        log(f"Inception Score: {mean:.3f} ± {std:.3f} (classifier {inception_weights})")
     result["seconds"] = time.perf_counter() - start
     return result
 
@@ -143,9 +220,19 @@ def format_table(result: dict[str, Any]) -> str:
         real = result.get("attribute_accuracy_real", {}).get(name)
         rows.append((f"{name} colour accuracy (%)", f"{100 * value:.1f}" + (f"  (real: {100 * real:.1f})" if real else "")))
     if "inception_score" in result:
-        rows.append(("Inception Score", f"{result['inception_score']['mean']:.3f} ± {result['inception_score']['std']:.3f}"))
-    if "fid" in result:
-        rows.append(("FID", f"{result['fid']:.3f}"))
+        score = result["inception_score"]
+        rows.append((f"Inception Score ({score['classifier']['classes']} classes, {score['splits']} splits)",
+                     f"{score['mean']:.3f} ± {score['std']:.3f}"))
+    if "fid_protocol" in result:
+        proto, ref = result["fid_protocol"], result["fid_reference"]
+        where = f"{proto['protocol']}, resize {proto['resize']}, vs {ref['images']} real"
+        if "fid" in result:
+            rows.append((f"FID ({where})", f"{result['fid']:.3f}"))
+        if "kid" in result:
+            rows.append((f"KID x 1000 ({proto['protocol']})",
+                         f"{1000 * result['kid']['mean']:.3f} ± {1000 * result['kid']['stderr']:.3f}"))
+    for note in result.get("notes", []):
+        rows.append(("note", note))
     width = max(len(r[0]) for r in rows)
     line = "-" * (width + 3 + max(len(r[1]) for r in rows))
     return "\n".join([line] + [f"{k:<{width}} | {v}" for k, v in rows] + [line])

@@ -1,4 +1,5 @@
-"""Inception Score and FID (docs/original_attngan.md §11) with torchvision's Inception-v3, weights from a local file.
+"""Inception Score and FID (docs/original_attngan.md §11, docs/metrics.md) with torchvision's Inception-v3,
+weights from a local file; the FID math of every protocol (:mod:`attngan_fast.metrics.fid`).
 
 Images are (N, 3, H, W) in [-1, 1] (the generator's range, which is also the input range of the
 Google Inception weights); they are resized to 299x299 (bilinear) inside.
@@ -11,7 +12,9 @@ Google Inception weights); they are resized to 299x299 (bilinear) inside.
   square root is the sum of the square roots of the eigenvalues of ``S1^(1/2) S2 S1^(1/2)`` (a
   symmetric PSD matrix with the eigenvalues of S1 S2): two ``eigh`` calls, no SciPy. Eigenvalues
 below rounding level (``max * D * eps``) count as 0, so singular covariances (fewer samples than
-dimensions) give FID(X, X) = 0 to rounding instead of a sum of D square roots of noise.
+dimensions) give FID(X, X) = 0 to rounding instead of a sum of D square roots of noise. From
+features with fewer samples than dimensions, :func:`fid_from_features` takes an exact shortcut
+(singular values of an N1 x N2 matrix) instead of the D x D decompositions.
 
 The numbers depend on the weights: CUB papers use an Inception fine-tuned on CUB, COCO papers the
 ImageNet one (TensorFlow's); FID papers use the TF "pt_inception" weights. Any torchvision-format
@@ -40,6 +43,8 @@ __all__ = [
     "feature_statistics",
     "frechet_distance",
     "fid_from_features",
+    "psd_sqrt",
+    "trace_sqrt_product",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -136,9 +141,19 @@ def _rank_cut(values: Tensor) -> Tensor:
     return torch.where(values > tol, values, torch.zeros_like(values))
 
 
-def _psd_sqrt(matrix: Tensor) -> Tensor:
+def psd_sqrt(matrix: Tensor) -> Tensor:
+    """Square root (D, D) of a symmetric PSD matrix (D, D): ``V sqrt(L) V^T`` from ``eigh``, the
+    eigenvalues at rounding level (or negative) cut to 0."""
     values, vectors = torch.linalg.eigh(matrix)
     return (vectors * _rank_cut(values).sqrt()) @ vectors.T
+
+
+def trace_sqrt_product(sigma1: Tensor, sigma2: Tensor) -> Tensor:
+    """``tr((S1 S2)^(1/2))`` of two covariances (D, D): the sum of the square roots of the eigenvalues
+    of the symmetric PSD ``S1^(1/2) S2 S1^(1/2)`` (which has the eigenvalues of ``S1 S2``)."""
+    root1 = psd_sqrt((sigma1 + sigma1.T) / 2)
+    middle = root1 @ ((sigma2 + sigma2.T) / 2) @ root1
+    return _rank_cut(torch.linalg.eigvalsh((middle + middle.T) / 2)).sqrt().sum()
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
@@ -149,13 +164,26 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     if m1.shape != m2.shape or s1.shape != s2.shape or s1.shape != (m1.numel(), m1.numel()):
         raise ValueError(f"expected mu (D,) and sigma (D, D) twice, got {tuple(m1.shape)}, {tuple(s1.shape)}, "
                          f"{tuple(m2.shape)}, {tuple(s2.shape)}")
-    root1 = _psd_sqrt((s1 + s1.T) / 2)
-    middle = root1 @ ((s2 + s2.T) / 2) @ root1
-    tr_sqrt = _rank_cut(torch.linalg.eigvalsh((middle + middle.T) / 2)).sqrt().sum()
     diff = m1 - m2
-    return float(diff @ diff + torch.trace(s1) + torch.trace(s2) - 2 * tr_sqrt)
+    return float(diff @ diff + torch.trace(s1) + torch.trace(s2) - 2 * trace_sqrt_product(s1, s2))
 
 
 def fid_from_features(features1: np.ndarray, features2: np.ndarray) -> float:
-    """FID of two feature sets (N1, D) and (N2, D)."""
-    return frechet_distance(*feature_statistics(features1), *feature_statistics(features2))
+    """FID of two feature sets (N1, D) and (N2, D).
+
+    When a set has fewer samples than dimensions (the covariances have rank < D), the same number
+    comes from the centred features ``X1``, ``X2`` (rows divided by sqrt(N - 1)) without any D x D
+    decomposition: ``tr(S) = |X|_F^2`` and ``tr((S1 S2)^(1/2))`` is the sum of the singular values
+    of ``X1 X2^T`` (N1 x N2; their squares are the non-zero eigenvalues of S1 S2).
+    """
+    a = torch.as_tensor(np.asarray(features1), dtype=torch.float64)
+    b = torch.as_tensor(np.asarray(features2), dtype=torch.float64)
+    if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
+        raise ValueError(f"features: expected (N1 >= 2, D) and (N2 >= 2, D), got {tuple(a.shape)} and {tuple(b.shape)}")
+    if min(len(a), len(b)) >= a.shape[1]:
+        return frechet_distance(*feature_statistics(a.numpy()), *feature_statistics(b.numpy()))
+    mu1, mu2 = a.mean(0), b.mean(0)
+    x1, x2 = (a - mu1) / (len(a) - 1) ** 0.5, (b - mu2) / (len(b) - 1) ** 0.5
+    diff = mu1 - mu2
+    tr_sqrt = torch.linalg.svdvals(x1 @ x2.T).sum()
+    return float(diff @ diff + (x1 * x1).sum() + (x2 * x2).sum() - 2 * tr_sqrt)

@@ -29,6 +29,9 @@ class TrainOptions:
         no snapshot holds the broken weights) or "skip" (skip that optimizer's step for the batch
         and restore the BatchNorm statistics of before the batch; ``log.jsonl`` counts the skipped
         optimizer steps in ``skipped``, and the loss of a skipped update is logged as NaN).
+    eval_every (epochs, 0 = never): FID / KID (tf-fid, with the metrics extra) and R-precision of the
+        EMA generator on the first ``eval_images`` test captions, appended to ``log.jsonl``
+        (:mod:`attngan_fast.metrics.training_eval`).
     """
 
     out_dir: str
@@ -49,6 +52,8 @@ class TrainOptions:
     num_samples: int = 8
     progress: bool = True
     on_nan: str = "stop"
+    eval_every: int = 0
+    eval_images: int = 256
 
     def __post_init__(self) -> None:
         if self.amp not in (None, *AMP_DTYPES):
@@ -62,5 +67,9 @@ class TrainOptions:
                 raise ValueError(f"{name}: expected >= {low}, got {value}")
         if self.max_minutes is not None and not self.max_minutes >= 0:
             raise ValueError(f"max_minutes: expected >= 0 or None, got {self.max_minutes}")
+        if self.eval_every < 0:
+            raise ValueError(f"eval_every: expected >= 0 (0 = never), got {self.eval_every}")
+        if self.eval_images < 2:
+            raise ValueError(f"eval_images: expected >= 2, got {self.eval_images}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay: expected in [0, 1), got {self.ema_decay}")

@@ -160,6 +160,13 @@ class GANTrainer:
         self.skipped = 0  # optimizer steps skipped for non-finite values (on_nan="skip")
         self.fixed_batch: Optional[dict[str, Tensor]] = None
         self._build_runtime_modules()
+        # FID / KID / R-precision every options.eval_every epochs (main process only)
+        self.evaluator = None
+        if options.eval_every and self.dist.is_main:
+            from ..metrics.training_eval import EpochEvaluator
+
+            self.evaluator = EpochEvaluator(cfg, options.eval_every, options.eval_images, self.device,
+                                            seed=options.seed, progress=options.progress)
 
     # ------------------------------------------------------------------ setup
     @staticmethod
@@ -427,6 +434,8 @@ class GANTrainer:
             if self.batch < n_batches:  # stopped within the epoch
                 break
             self.epoch, self.batch = epoch + 1, 0
+            if self.evaluator is not None:
+                self.evaluator(self, epoch)
             if epoch % self.snapshot_every == 0:
                 self.save(label=epoch)
             if not (signum or stopped):
