@@ -2,7 +2,7 @@
 
 ``load()`` compiles csrc/emu/blocks_emu.cpp (csrc/cuda/blocks.cu as host C++ against the CUDA
 emulation of csrc/emu/cuda_emu.h, docs/cuda_emulation.md) with ``torch.utils.cpp_extension.load``
-into ``build/cuda_emu/`` (ninja: rebuilt only when a source changes) and loads it: its kernels
+into ``build/cuda_emu/`` (or ``$ATTNGAN_CUDA_EMU_BUILD``; ninja: rebuilt only when a source changes) and loads it: its kernels
 register as ``attngan_fast_emu::<op>`` on CPU tensors, with the schemas of ``attngan_fast::<op>``.
 ``routed()`` makes ``attngan_fast::<op>`` run them for CPU tensors while it is active, so that the
 public ops (autograd, running statistics, the modules) exercise the CUDA code path.
@@ -20,7 +20,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = [ROOT / "csrc" / "emu" / "blocks_emu.cpp"]
-BUILD_DIR = ROOT / "build" / "cuda_emu"
+BUILD_DIR = Path(os.environ.get("ATTNGAN_CUDA_EMU_BUILD", ROOT / "build" / "cuda_emu"))  # ninja's cache
 OPS = ("upsample_conv3x3", "upsample_conv3x3_backward", "up_block", "up_block_backward", "res_block",
        "res_block_backward")
 NAMESPACE = "attngan_fast_emu"
