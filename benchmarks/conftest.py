@@ -9,6 +9,7 @@ Sizes: ``ATTNGAN_BENCH_SIZES`` selects the shapes of every file. "cpu" (the defa
 suite within minutes on a 2-core CPU (the birds shapes for the components, small batches and
 widths end to end); "full" runs the birds and COCO training shapes (bird_attn2 and coco_attn2:
 batch 20 and 14) everywhere, for a GPU. Benchmarks run on CUDA when it is available, else on the CPU.
+On CUDA the rounds are timed with CUDA events (``cuda_event_timer``), on the CPU with perf_counter.
 """
 from __future__ import annotations
 
@@ -49,17 +50,30 @@ def record(benchmark, *, group: str, impl: str, device: torch.device | str = "cp
         info["bytes"] = bytes_moved
 
 
-def synchronized(fn, device: torch.device | str):
-    """``fn`` followed by a device synchronisation (CUDA timing needs it)."""
-    if torch.device(device).type != "cuda":
-        return fn
+_base_event = None
 
-    def run():
-        out = fn()
-        torch.cuda.synchronize()
-        return out
 
-    return run
+def cuda_event_timer() -> float:
+    """pytest-benchmark's timer on CUDA: seconds on the GPU's clock. Each call records an event on
+    the current stream and waits for it, so a round measures the device time between the events
+    around the call (no host timing of launches and synchronisation)."""
+    global _base_event
+    event = torch.cuda.Event(enable_timing=True)
+    event.record()
+    event.synchronize()
+    if _base_event is None:
+        _base_event = event
+    return _base_event.elapsed_time(event) / 1e3
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    """On CUDA, time with CUDA events (cuda_event_timer) unless --benchmark-timer says otherwise."""
+    from pytest_benchmark.timers import default_timer
+    from pytest_benchmark.utils import NameWrapper
+
+    if DEVICE == "cuda" and getattr(config.option, "benchmark_timer", None) == str(NameWrapper(default_timer)):
+        config.option.benchmark_timer = f"{__name__}.cuda_event_timer"  # pytest-benchmark imports it by name
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

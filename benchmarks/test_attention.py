@@ -17,7 +17,7 @@ import torch
 from attngan_fast import config
 from attngan_fast.ops import word_region_attention
 from attngan_fast.reference import word_region_attention as word_region_attention_reference
-from conftest import DEVICE, FULL, record, synchronized
+from conftest import DEVICE, FULL, record
 
 DATASETS = {"birds": "bird_attn2", **({"coco": "coco_attn2"} if FULL else {})}
 STAGES = {"stage2": 64, "stage3": 128}
@@ -75,4 +75,4 @@ def test_word_region_attention(benchmark, impl, passes, dataset, stage, lengths)
             return torch.autograd.grad(context, (h, words), grad)
     record(benchmark, group=f"attention {dataset}-{stage} T={T} B={B} {lengths} {passes} {device}", impl=impl, device=device,
            shapes={"h": list(h.shape), "words": list(words.shape), "lengths": lengths}, flops=flops, bytes_moved=moved)
-    benchmark.pedantic(synchronized(run, device), rounds=8 if S == 128 else 15, warmup_rounds=1, iterations=1)
+    benchmark.pedantic(run, rounds=8 if S == 128 else 15, warmup_rounds=1, iterations=1)

@@ -19,7 +19,7 @@ from attngan_fast.data import SyntheticBirds
 from attngan_fast.models import RNN_ENCODER
 from attngan_fast.models.small_cnn import SmallImageEncoder
 from attngan_fast.training import GANTrainer, TrainOptions
-from conftest import DEVICE, FULL, record, synchronized
+from conftest import DEVICE, FULL, record
 
 SYNTHETIC = {"DATASET_NAME": "synthetic_birds", "DATA_DIR": "", "DAMSM.IMAGE_ENCODER": "small_cnn"}
 CASES = {
@@ -59,5 +59,5 @@ def test_training_step(benchmark, tmp_path, case, impl):
     with attngan_fast.backend("reference" if impl.startswith("reference") else "fast"):
         for _ in range(2):  # compilation (+compile: G, the Ds, the Ds again with frozen parameters)
             trainer.train_step(batches)
-        benchmark.pedantic(synchronized(lambda: trainer.train_step(batches), DEVICE), rounds=5,
+        benchmark.pedantic(lambda: trainer.train_step(batches), rounds=5,
                            warmup_rounds=0, iterations=1)

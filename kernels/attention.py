@@ -32,7 +32,8 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["MAX_WORDS", "word_region_attention_forward", "word_region_attention_backward"]
+__all__ = ["MAX_WORDS", "FORWARD_CONFIGS", "BACKWARD_CONFIGS", "block_sizes", "word_region_attention_forward",
+           "word_region_attention_backward"]
 
 MAX_WORDS = 64  # largest T in one on-chip tile
 _MAX_BLOCK_C = 64
@@ -40,12 +41,20 @@ _TARGET_PROGRAMS = 512  # backward: about this many programs over the batch, fix
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+# The (BLOCK_Q, num_warps) candidates the GPU autotunes among, per (BLOCK_C, BLOCK_T) bucket and
+# dtype (each one is compiled, so keep the lists short). tests/test_triton_configs.py runs every
+# one in the interpreter; tools/triton_resources.py compiles every one for sm_80 / sm_90.
+FORWARD_CONFIGS = [triton.Config({"BLOCK_Q": q}, num_warps=w) for q, w in ((64, 4), (128, 4), (128, 8), (256, 8))]
+BACKWARD_CONFIGS = [triton.Config({"BLOCK_Q": q}, num_warps=w) for q, w in ((32, 4), (64, 4), (64, 8), (128, 8))]
+# The interpreter is for correctness, not tuning: one small config (fast at the tests' tiny shapes).
+_INTERPRETER_CONFIGS = [triton.Config({"BLOCK_Q": 16}, num_warps=4)]
+
+
 def _configs(backward: bool) -> list[triton.Config]:
-    """A few (BLOCK_Q, num_warps) candidates: each is compiled per (C, T) bucket and dtype, so keep it short."""
-    if _INTERPRET:  # one config: the interpreter is for correctness, not tuning
-        return [triton.Config({"BLOCK_Q": 16}, num_warps=4)]
-    shapes = ((32, 4), (64, 4), (64, 8), (128, 8)) if backward else ((64, 4), (128, 4), (128, 8), (256, 8))
-    return [triton.Config({"BLOCK_Q": q}, num_warps=w) for q, w in shapes]
+    """The autotuner's candidates: the GPU lists above, or the interpreter's single config."""
+    if _INTERPRET:
+        return _INTERPRETER_CONFIGS
+    return BACKWARD_CONFIGS if backward else FORWARD_CONFIGS
 
 
 @triton.jit
@@ -189,7 +198,8 @@ def _backward_kernel(
                  mask=(offs_c < C)[:, None] & t_ok[None, :])
 
 
-def _blocks(C: int, T: int) -> tuple[int, int]:
+def block_sizes(C: int, T: int) -> tuple[int, int]:
+    """(BLOCK_C, BLOCK_T) of the launches for C channels and T words (T <= MAX_WORDS)."""
     if T > MAX_WORDS:
         raise ValueError(f"words: at most {MAX_WORDS} words in the Triton kernels, got T={T}")
     block_c = min(_MAX_BLOCK_C, max(16, triton.next_power_of_2(C)))
@@ -224,7 +234,7 @@ def word_region_attention_forward(
     B, C, H, W = h.shape
     T = words.size(2)
     Q = H * W
-    block_c, block_t = _blocks(C, T)
+    block_c, block_t = block_sizes(C, T)
     h, shb, shc, shq = _regions(h)
     ctx = torch.empty((B, C, H, W), dtype=h.dtype, device=h.device)
     weights = torch.empty((B, T, H, W) if need_weights else (0,), dtype=h.dtype, device=h.device)
@@ -262,7 +272,7 @@ def word_region_attention_backward(
     B, C, H, W = h.shape
     T = words.size(2)
     Q = H * W
-    block_c, block_t = _blocks(C, T)
+    block_c, block_t = block_sizes(C, T)
     h, shb, shc, shq = _regions(h)
     grad_context, sgb, sgc, sgq = _regions(grad_context.to(h.dtype))
     has_gw = grad_weights is not None and grad_weights.numel() > 0

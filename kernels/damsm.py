@@ -203,10 +203,16 @@ def _config(words: Tensor) -> dict:
         raise ValueError(f"words: the CUDA kernel supports D <= {MAX_D} features, got D={D}")
     if words.dtype not in DTYPES:
         raise TypeError(f"words: the CUDA kernel takes float32, float16 or bfloat16, got {words.dtype}")
+    return launch_config(D, T, words.dtype)
+
+
+def launch_config(D: int, T: int, dtype: torch.dtype) -> dict:
+    """The constexprs and num_warps of every launch for D features, T word slots and the dtype."""
     block_d = max(16, triton.next_power_of_2(D))
-    fp32 = words.dtype == torch.float32
-    # register budget (checked with ptxas for sm_90 at D=256, T=18): the fp32 IEEE dots run on FMA
-    # units with replicated operands, so they get region tiles of 16
+    fp32 = dtype == torch.float32
+    # register budget (checked with ptxas for sm_90 at D=256, T=18; tools/triton_resources.py
+    # compiles every bucket): the fp32 IEEE dots run on FMA units with replicated operands, so
+    # they get region tiles of 16
     return dict(
         BLOCK_T=max(16, triton.next_power_of_2(T)),
         BLOCK_D=block_d,

@@ -5,13 +5,16 @@
 // (n, r), with a (32, 8) thread block: threadIdx.x walks channels when reading the NHWC conv
 // output (coalesced), and a caller tensor in NCHW goes through a shared-memory transpose so that
 // its reads / writes are coalesced along u. The reductions (statistics, backward sums) loop
-// over tiles, accumulate in double and finish with one atomicAdd per channel and block.
+// over tiles, accumulate in double and write one partial sum per channel and block; a second
+// kernel adds the blocks' partials in block order (no atomics: the sums, hence the statistics and
+// gradients, are bitwise reproducible for a given GPU, whose SM count sets the reduction grid).
+//
+// Launches go through cuda::launch (cuda/launch.h): with ATTNGAN_CUDA_EMU this file compiles as
+// host C++ against the CPU emulation of emu/cuda_emu.h (csrc/emu/blocks_emu.cpp, the tests).
 #include "blocks.h"
+#include "cuda/launch.h"
 
 #include <ATen/Dispatch.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -19,6 +22,11 @@
 namespace attngan_fast {
 namespace blocks {
 namespace {
+
+using cuda::current_stream;
+using cuda::DeviceGuard;
+using cuda::launch;
+using cuda::Stream;
 
 constexpr int kTile = 32;  // columns and channels per tile
 constexpr int kRows = 8;   // threadIdx.y extent
@@ -71,9 +79,7 @@ __device__ inline acc_t sigmoid(acc_t x) {
 }
 
 int reduction_blocks(int64_t num_tiles, int64_t channel_tiles) {
-  int device = 0, sms = 1;
-  C10_CUDA_CHECK(cudaGetDevice(&device));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const int64_t sms = cuda::multiprocessor_count();
   const int64_t want = std::max<int64_t>(1, 8 * sms / std::max<int64_t>(1, channel_tiles));
   return static_cast<int>(std::min<int64_t>(num_tiles, want));
 }
@@ -159,8 +165,9 @@ __global__ void col2im_add_kernel(const T* __restrict__ cols, T* __restrict__ gx
 
 // ---- batch statistics ------------------------------------------------------------------------
 
+// partials: (gridDim.x, 2, Co), block x's sums of y and y^2 per channel.
 template <typename T>
-__global__ void stats_kernel(const T* __restrict__ y, Geo g, double* __restrict__ sums) {
+__global__ void stats_kernel(const T* __restrict__ y, Geo g, double* __restrict__ partials) {
   __shared__ double part[2][kRows][kTile];
   const int64_t c = blockIdx.y * static_cast<int64_t>(kTile) + threadIdx.x;
   double s = 0, q = 0;
@@ -180,19 +187,27 @@ __global__ void stats_kernel(const T* __restrict__ y, Geo g, double* __restrict_
   __syncthreads();
   if (threadIdx.y == 0 && c < g.Co) {
     for (int k = 1; k < kRows; ++k) s += part[0][k][threadIdx.x], q += part[1][k][threadIdx.x];
-    atomicAdd(sums + c, s);
-    atomicAdd(sums + g.Co + c, q);
+    double* out = partials + blockIdx.x * 2 * g.Co;
+    out[c] = s;
+    out[g.Co + c] = q;
   }
 }
 
+// Element c of the (blocks, 2, n) partials summed over the blocks, in block order.
+__device__ inline double sum_partials(const double* __restrict__ partials, int64_t blocks, int64_t n, int64_t c) {
+  double sum = 0;
+  for (int64_t b = 0; b < blocks; ++b) sum += partials[b * 2 * n + c];
+  return sum;
+}
+
 template <typename acc_t>
-__global__ void stats_finalize_kernel(const double* __restrict__ sums, int64_t Co, double inv_m, acc_t* __restrict__ mean,
-                                      acc_t* __restrict__ var) {
+__global__ void stats_finalize_kernel(const double* __restrict__ partials, int64_t blocks, int64_t Co, double inv_m,
+                                      acc_t* __restrict__ mean, acc_t* __restrict__ var) {
   const int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (c >= Co) return;
-  const double m = sums[c] * inv_m;
+  const double m = sum_partials(partials, blocks, Co, c) * inv_m;
   mean[c] = static_cast<acc_t>(m);
-  var[c] = static_cast<acc_t>(fmax(sums[Co + c] * inv_m - m * m, 0.0));
+  var[c] = static_cast<acc_t>(fmax(sum_partials(partials, blocks, Co, Co + c) * inv_m - m * m, 0.0));
 }
 
 // ---- forward epilogue ------------------------------------------------------------------------
@@ -249,7 +264,8 @@ __global__ void forward_kernel(const T* __restrict__ y, Geo g, const at::opmath_
 template <typename T, Epilogue mode>
 __global__ void reduce_kernel(const T* __restrict__ grad, bool grad_nhwc, const T* __restrict__ y, Geo g,
                               const at::opmath_type<T>* __restrict__ scale, const at::opmath_type<T>* __restrict__ shift,
-                              const at::opmath_type<T>* __restrict__ center, int64_t Cg, double* __restrict__ sums) {
+                              const at::opmath_type<T>* __restrict__ center, int64_t Cg,
+                              double* __restrict__ partials) {
   using acc_t = at::opmath_type<T>;
   __shared__ acc_t tile[kTile][kTile + 1];
   __shared__ double part[4][kRows][kTile];
@@ -292,22 +308,23 @@ __global__ void reduce_kernel(const T* __restrict__ grad, bool grad_nhwc, const 
       a1 += part[0][k][threadIdx.x], a2 += part[1][k][threadIdx.x];
       b1 += part[2][k][threadIdx.x], b2 += part[3][k][threadIdx.x];
     }
-    atomicAdd(sums + c, a1);
-    atomicAdd(sums + g.Co + c, a2);
+    double* out = partials + blockIdx.x * 2 * g.Co;  // (gridDim.x, 2, Co) like stats_kernel's
+    out[c] = a1;
+    out[g.Co + c] = a2;
     if (mode == Epilogue::kGlu) {
-      atomicAdd(sums + c + Cg, b1);
-      atomicAdd(sums + g.Co + c + Cg, b2);
+      out[c + Cg] = b1;
+      out[g.Co + c + Cg] = b2;
     }
   }
 }
 
 template <typename acc_t>
-__global__ void sums_to_acc_kernel(const double* __restrict__ sums, int64_t n, acc_t* __restrict__ r1,
-                                   acc_t* __restrict__ r2) {
+__global__ void sums_to_acc_kernel(const double* __restrict__ partials, int64_t blocks, int64_t n,
+                                   acc_t* __restrict__ r1, acc_t* __restrict__ r2) {
   const int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (c >= n) return;
-  r1[c] = static_cast<acc_t>(sums[c]);
-  r2[c] = static_cast<acc_t>(sums[n + c]);
+  r1[c] = static_cast<acc_t>(sum_partials(partials, blocks, n, c));
+  r2[c] = static_cast<acc_t>(sum_partials(partials, blocks, n, n + c));
 }
 
 template <typename T, Epilogue mode>
@@ -379,96 +396,91 @@ bool nhwc_layout(const at::Tensor& t) { return t.defined() && !t.is_contiguous()
 #define BLOCKS_LAUNCH_MODE(mode, KERNEL, GRID, ...)                                                     \
   switch (mode) {                                                                                      \
     case Epilogue::kCopy:                                                                              \
-      KERNEL<scalar_t, Epilogue::kCopy><<<GRID, dim3(kTile, kRows), 0, stream>>>(__VA_ARGS__);         \
+      launch(KERNEL<scalar_t, Epilogue::kCopy>, GRID, dim3(kTile, kRows), stream, __VA_ARGS__);        \
       break;                                                                                           \
     case Epilogue::kGlu:                                                                               \
-      KERNEL<scalar_t, Epilogue::kGlu><<<GRID, dim3(kTile, kRows), 0, stream>>>(__VA_ARGS__);          \
+      launch(KERNEL<scalar_t, Epilogue::kGlu>, GRID, dim3(kTile, kRows), stream, __VA_ARGS__);         \
       break;                                                                                           \
     case Epilogue::kResidual:                                                                          \
-      KERNEL<scalar_t, Epilogue::kResidual><<<GRID, dim3(kTile, kRows), 0, stream>>>(__VA_ARGS__);     \
+      launch(KERNEL<scalar_t, Epilogue::kResidual>, GRID, dim3(kTile, kRows), stream, __VA_ARGS__);    \
       break;                                                                                           \
   }
 
 struct CudaBlockKernels {
   static at::Tensor fold_phase_weight(const at::Tensor& w) {
-    const c10::cuda::CUDAGuard guard(w.device());
+    const DeviceGuard guard(w.device());
     at::Tensor k = at::empty({4 * w.size(0), w.size(1), 2, 2}, w.options());
     if (k.numel() == 0) return k;
-    auto stream = c10::cuda::getCurrentCUDAStream();
+    const Stream stream = current_stream();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "fold_phase_weight_cuda", [&] {
-      fold_kernel<scalar_t><<<elementwise_blocks(k.numel()), kThreads, 0, stream>>>(
-          w.const_data_ptr<scalar_t>(), k.mutable_data_ptr<scalar_t>(), w.size(0), w.size(1));
+      launch(fold_kernel<scalar_t>, elementwise_blocks(k.numel()), kThreads, stream,
+             w.const_data_ptr<scalar_t>(), k.mutable_data_ptr<scalar_t>(), w.size(0), w.size(1));
     });
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
     return k;
   }
 
   static at::Tensor unfold_phase_grad(const at::Tensor& dk) {
-    const c10::cuda::CUDAGuard guard(dk.device());
+    const DeviceGuard guard(dk.device());
     at::Tensor dw = at::empty({dk.size(0) / 4, dk.size(1), 3, 3}, dk.options());
     if (dw.numel() == 0) return dw;
-    auto stream = c10::cuda::getCurrentCUDAStream();
+    const Stream stream = current_stream();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dk.scalar_type(), "unfold_phase_grad_cuda", [&] {
-      unfold_kernel<scalar_t><<<elementwise_blocks(dw.numel()), kThreads, 0, stream>>>(
-          dk.const_data_ptr<scalar_t>(), dk.stride(0), dk.stride(1), dk.stride(2), dk.stride(3),
-          dw.mutable_data_ptr<scalar_t>(), dw.size(0), dw.size(1));
+      launch(unfold_kernel<scalar_t>, elementwise_blocks(dw.numel()), kThreads, stream,
+             dk.const_data_ptr<scalar_t>(), dk.stride(0), dk.stride(1), dk.stride(2), dk.stride(3),
+             dw.mutable_data_ptr<scalar_t>(), dw.size(0), dw.size(1));
     });
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
     return dw;
   }
 
   static void im2col_phase(const at::Tensor& x_cl, const PhaseGeom& g, int phase, const at::Tensor& cols) {
     if (cols.numel() == 0) return;
-    const c10::cuda::CUDAGuard guard(x_cl.device());
-    auto stream = c10::cuda::getCurrentCUDAStream();
+    const DeviceGuard guard(x_cl.device());
+    const Stream stream = current_stream();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x_cl.scalar_type(), "im2col_phase_cuda", [&] {
-      im2col_kernel<scalar_t><<<elementwise_blocks(cols.numel()), kThreads, 0, stream>>>(
-          x_cl.const_data_ptr<scalar_t>(), cols.mutable_data_ptr<scalar_t>(), g.N, g.H, g.W, x_cl.size(1), phase);
+      launch(im2col_kernel<scalar_t>, elementwise_blocks(cols.numel()), kThreads, stream,
+             x_cl.const_data_ptr<scalar_t>(), cols.mutable_data_ptr<scalar_t>(), g.N, g.H, g.W, x_cl.size(1), phase);
     });
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 
   static void col2im_phase_add(const at::Tensor& cols, const PhaseGeom& g, int phase, const at::Tensor& gx) {
     if (gx.numel() == 0) return;
-    const c10::cuda::CUDAGuard guard(gx.device());
-    auto stream = c10::cuda::getCurrentCUDAStream();
+    const DeviceGuard guard(gx.device());
+    const Stream stream = current_stream();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, cols.scalar_type(), "col2im_phase_add_cuda", [&] {
-      col2im_add_kernel<scalar_t><<<elementwise_blocks(gx.numel()), kThreads, 0, stream>>>(
-          cols.const_data_ptr<scalar_t>(), gx.mutable_data_ptr<scalar_t>(), g.N, g.H, g.W, gx.size(1), phase);
+      launch(col2im_add_kernel<scalar_t>, elementwise_blocks(gx.numel()), kThreads, stream,
+             cols.const_data_ptr<scalar_t>(), gx.mutable_data_ptr<scalar_t>(), g.N, g.H, g.W, gx.size(1), phase);
     });
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 
   static void channel_stats(const at::Tensor& y, const PhaseGeom& pg, const at::Tensor& mean, const at::Tensor& var) {
-    const c10::cuda::CUDAGuard guard(y.device());
+    const DeviceGuard guard(y.device());
     const Geo g = make_geo(pg);
-    at::Tensor sums = at::zeros({2 * g.Co}, y.options().dtype(at::kDouble));
-    auto stream = c10::cuda::getCurrentCUDAStream();
+    const Stream stream = current_stream();
     const int64_t channel_tiles = (g.Co + kTile - 1) / kTile;
-    if (g.num_tiles > 0) {
-      const dim3 grid(reduction_blocks(g.num_tiles, channel_tiles), channel_tiles);
+    const int blocks = g.num_tiles > 0 ? reduction_blocks(g.num_tiles, channel_tiles) : 0;
+    const at::Tensor partials = at::empty({blocks, 2, g.Co}, y.options().dtype(at::kDouble));
+    if (blocks > 0) {
+      const dim3 grid(blocks, channel_tiles);
       AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "channel_stats_cuda", [&] {
-        stats_kernel<scalar_t><<<grid, dim3(kTile, kRows), 0, stream>>>(y.const_data_ptr<scalar_t>(), g,
-                                                                         sums.mutable_data_ptr<double>());
+        launch(stats_kernel<scalar_t>, grid, dim3(kTile, kRows), stream, y.const_data_ptr<scalar_t>(), g,
+               partials.mutable_data_ptr<double>());
       });
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
     AT_DISPATCH_FLOATING_TYPES(mean.scalar_type(), "channel_stats_finalize_cuda", [&] {
-      stats_finalize_kernel<scalar_t><<<(g.Co + kThreads - 1) / kThreads, kThreads, 0, stream>>>(
-          sums.const_data_ptr<double>(), g.Co, 1.0 / static_cast<double>(pg.count()), mean.mutable_data_ptr<scalar_t>(),
-          var.mutable_data_ptr<scalar_t>());
+      launch(stats_finalize_kernel<scalar_t>, (g.Co + kThreads - 1) / kThreads, kThreads, stream,
+             partials.const_data_ptr<double>(), blocks, g.Co, 1.0 / static_cast<double>(pg.count()),
+             mean.mutable_data_ptr<scalar_t>(), var.mutable_data_ptr<scalar_t>());
     });
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 
   static void forward_epilogue(Epilogue mode, const at::Tensor& y, const PhaseGeom& pg, const at::Tensor& scale,
                                const at::Tensor& shift, const at::Tensor& residual, const at::Tensor& out) {
-    const c10::cuda::CUDAGuard guard(y.device());
+    const DeviceGuard guard(y.device());
     const Geo g = make_geo(pg);
     const int64_t cout = mode == Epilogue::kGlu ? g.Co / 2 : g.Co;
     if (g.num_tiles == 0 || cout == 0) return;
     const at::Tensor sc = dense_vec(scale), sh = dense_vec(shift);
-    auto stream = c10::cuda::getCurrentCUDAStream();
+    const Stream stream = current_stream();
     const dim3 grid(static_cast<unsigned>(g.num_tiles), static_cast<unsigned>((cout + kTile - 1) / kTile));
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "forward_epilogue_cuda", [&] {
       using acc_t = at::opmath_type<scalar_t>;
@@ -476,55 +488,49 @@ struct CudaBlockKernels {
                          ptr<scalar_t>(residual), nhwc_layout(residual), out.mutable_data_ptr<scalar_t>(),
                          nhwc_layout(out), cout)
     });
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 
   static void backward_reduce(Epilogue mode, const at::Tensor& grad_out, const at::Tensor& y, const PhaseGeom& pg,
                               const at::Tensor& scale, const at::Tensor& shift, const at::Tensor& center,
                               const at::Tensor& r1, const at::Tensor& r2) {
     TORCH_INTERNAL_ASSERT(mode != Epilogue::kCopy);
-    const c10::cuda::CUDAGuard guard(y.device());
+    const DeviceGuard guard(y.device());
     const Geo g = make_geo(pg);
     const int64_t cg = mode == Epilogue::kGlu ? g.Co / 2 : g.Co;
     const at::Tensor grad = grad_out.to(y.scalar_type());
     const at::Tensor sc = dense_vec(scale), sh = dense_vec(shift), ct = dense_vec(center);
-    at::Tensor sums = at::zeros({2 * g.Co}, y.options().dtype(at::kDouble));
-    auto stream = c10::cuda::getCurrentCUDAStream();
+    const Stream stream = current_stream();
     const int64_t channel_tiles = (cg + kTile - 1) / kTile;
-    if (g.num_tiles > 0 && cg > 0) {
-      const dim3 grid(reduction_blocks(g.num_tiles, channel_tiles), channel_tiles);
+    const int blocks = g.num_tiles > 0 && cg > 0 ? reduction_blocks(g.num_tiles, channel_tiles) : 0;
+    const at::Tensor partials = at::empty({blocks, 2, g.Co}, y.options().dtype(at::kDouble));
+    if (blocks > 0) {
+      const dim3 grid(blocks, channel_tiles), block(kTile, kRows);
       AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "backward_reduce_cuda", [&] {
         using acc_t = at::opmath_type<scalar_t>;
-        const dim3 block(kTile, kRows);
-        if (mode == Epilogue::kGlu) {
-          reduce_kernel<scalar_t, Epilogue::kGlu><<<grid, block, 0, stream>>>(
-              grad.const_data_ptr<scalar_t>(), nhwc_layout(grad), y.const_data_ptr<scalar_t>(), g, ptr<acc_t>(sc),
-              ptr<acc_t>(sh), ptr<acc_t>(ct), cg, sums.mutable_data_ptr<double>());
-        } else {
-          reduce_kernel<scalar_t, Epilogue::kResidual><<<grid, block, 0, stream>>>(
-              grad.const_data_ptr<scalar_t>(), nhwc_layout(grad), y.const_data_ptr<scalar_t>(), g, ptr<acc_t>(sc),
-              ptr<acc_t>(sh), ptr<acc_t>(ct), cg, sums.mutable_data_ptr<double>());
-        }
+        auto* kernel = mode == Epilogue::kGlu ? reduce_kernel<scalar_t, Epilogue::kGlu>
+                                              : reduce_kernel<scalar_t, Epilogue::kResidual>;
+        launch(kernel, grid, block, stream, grad.const_data_ptr<scalar_t>(), nhwc_layout(grad),
+               y.const_data_ptr<scalar_t>(), g, ptr<acc_t>(sc), ptr<acc_t>(sh), ptr<acc_t>(ct), cg,
+               partials.mutable_data_ptr<double>());
       });
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
     AT_DISPATCH_FLOATING_TYPES(r1.scalar_type(), "backward_reduce_finalize_cuda", [&] {
-      sums_to_acc_kernel<scalar_t><<<(g.Co + kThreads - 1) / kThreads, kThreads, 0, stream>>>(
-          sums.const_data_ptr<double>(), g.Co, r1.mutable_data_ptr<scalar_t>(), r2.mutable_data_ptr<scalar_t>());
+      launch(sums_to_acc_kernel<scalar_t>, (g.Co + kThreads - 1) / kThreads, kThreads, stream,
+             partials.const_data_ptr<double>(), blocks, g.Co, r1.mutable_data_ptr<scalar_t>(),
+             r2.mutable_data_ptr<scalar_t>());
     });
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 
   static void backward_apply(Epilogue mode, const at::Tensor& grad_out, const at::Tensor& y, const PhaseGeom& pg,
                              const at::Tensor& scale, const at::Tensor& shift, const at::Tensor& center,
                              const at::Tensor& A, const at::Tensor& B, const at::Tensor& D, const at::Tensor& grad_y) {
-    const c10::cuda::CUDAGuard guard(grad_y.device());
+    const DeviceGuard guard(grad_y.device());
     const Geo g = make_geo(pg);
     const int64_t cg = mode == Epilogue::kGlu ? g.Co / 2 : g.Co;
     const at::Tensor grad = grad_out.to(grad_y.scalar_type());
     const at::Tensor sc = dense_vec(scale), sh = dense_vec(shift), ct = dense_vec(center);
     const at::Tensor a = dense_vec(A), b = dense_vec(B), d = dense_vec(D);
-    auto stream = c10::cuda::getCurrentCUDAStream();
+    const Stream stream = current_stream();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_y.scalar_type(), "backward_apply_cuda", [&] {
       using acc_t = at::opmath_type<scalar_t>;
       if (g.num_tiles > 0 && cg > 0) {
@@ -532,13 +538,11 @@ struct CudaBlockKernels {
         BLOCKS_LAUNCH_MODE(mode, apply_kernel, grid, grad.const_data_ptr<scalar_t>(), nhwc_layout(grad),
                            ptr<scalar_t>(y), g, ptr<acc_t>(sc), ptr<acc_t>(sh), ptr<acc_t>(ct), ptr<acc_t>(a),
                            ptr<acc_t>(b), ptr<acc_t>(d), cg, grad_y.mutable_data_ptr<scalar_t>())
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
       }
       if (g.L.pad && grad_y.numel() > 0) {
         const int64_t border = g.N * (g.Wy + g.Hy) * 4 * g.Co;
-        zero_border_kernel<scalar_t><<<elementwise_blocks(border), kThreads, 0, stream>>>(
-            grad_y.mutable_data_ptr<scalar_t>(), g);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        launch(zero_border_kernel<scalar_t>, elementwise_blocks(border), kThreads, stream,
+               grad_y.mutable_data_ptr<scalar_t>(), g);
       }
     });
   }
@@ -548,7 +552,8 @@ struct CudaBlockKernels {
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(attngan_fast, CUDA, m) {
+// attngan_fast::* on CUDA; the emulated build: attngan_fast_emu::* on CPU tensors (cuda/launch.h).
+TORCH_LIBRARY_IMPL(ATTNGAN_CUDA_LIBRARY, ATTNGAN_CUDA_KEY, m) {
   m.impl("upsample_conv3x3", &upsample_conv3x3<CudaBlockKernels>);
   m.impl("upsample_conv3x3_backward", &upsample_conv3x3_backward<CudaBlockKernels>);
   m.impl("up_block", &up_block<CudaBlockKernels>);

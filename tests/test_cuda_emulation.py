@@ -1,0 +1,247 @@
+"""The CUDA block kernels (csrc/cuda/blocks.cu) executed on the CPU through the CUDA emulation.
+
+csrc/cuda/blocks.cu, compiled as host C++ against csrc/emu/cuda_emu.h (tests/cuda_emu.py,
+docs/cuda_emulation.md), registers ``attngan_fast_emu::*``; while the ``emulated`` fixture is
+active ``attngan_fast::*`` on CPU tensors runs those kernels, so the public ops and modules
+(autograd, BatchNorm bookkeeping) run the CUDA code path: every kernel, the grids, the shared
+memory tiles and barriers, the reductions. The cases are those of tests/test_blocks.py (the CPU
+kernels) plus fp16, odd sizes and grids that loop over several tiles per block.
+
+In CI (``CI=true``) a failed build fails these tests; elsewhere they skip without a compiler.
+"""
+from __future__ import annotations
+
+import copy
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import attngan_fast
+import cuda_emu
+from attngan_fast.ops import BatchNormArgs, res_block, up_block, upsample_conv3x3
+from kernel_checks import assert_close, assert_low_precision_ok
+from test_blocks import PHASE_SHAPES, build, compare, input_like, run
+
+
+@pytest.fixture(scope="session")
+def emulated_extension() -> float:
+    """Build (cached in build/cuda_emu/) and load the emulated extension: the build's seconds."""
+    if not cuda_emu.can_build() and os.environ.get("CI") != "true":
+        pytest.skip("no C++ compiler / ninja to build the CUDA emulation")
+    return cuda_emu.load()
+
+
+@pytest.fixture(autouse=True)
+def emulated(emulated_extension):
+    """attngan_fast::* on CPU tensors runs the emulated CUDA kernels during each test."""
+    with cuda_emu.routed():
+        yield
+
+
+# ---- the phase decomposition (fold / unfold, im2col / col2im, the copy epilogue) ---------------
+
+
+@pytest.mark.parametrize("shape", PHASE_SHAPES)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_upsample_conv3x3_is_exact(shape, channels_last):
+    n, ci, co, h, w = shape
+    x = input_like(n, ci, h, w, channels_last, torch.float64).requires_grad_()
+    weight = torch.randn(co, ci, 3, 3, dtype=torch.float64, requires_grad=True)
+    out = upsample_conv3x3(x, weight)
+    ref = F.conv2d(F.interpolate(x, scale_factor=2, mode="nearest"), weight, padding=1)
+    grad = torch.randn_like(ref)
+    assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    assert_close(out, ref)
+    for g, g_ref, name in zip(torch.autograd.grad(out, [x, weight], grad), torch.autograd.grad(ref, [x, weight], grad),
+                              ["x", "weight"]):
+        assert_close(g, g_ref, name=name)
+
+
+# ---- upBlock / Block3x3_relu / ResBlock against the modules -------------------------------------
+
+# (n, ci, co, h, w): odd maps (5x13: the single-conv phase path, 65 pixels), 1x1 maps, batch 1,
+# channel counts that are not powers of two and that leave partial 32-channel tiles (20, 40 GLU
+# channels), more tiles than the emulated reduction grid has blocks (so that blocks loop).
+UP_SHAPES = [(2, 3, 2, 5, 7), (1, 1, 1, 3, 2), (3, 7, 5, 4, 4), (2, 64, 32, 8, 8), (2, 5, 3, 11, 7), (1, 4, 2, 9, 9),
+             (1, 3, 2, 5, 13), (2, 3, 2, 1, 1), (1, 6, 20, 5, 13), (2, 5, 40, 6, 3)]
+
+
+def _layouts(shapes):
+    """(shape, channels_last) pairs; a 1x1 map only as NCHW (its strides are both formats', and
+    eager's output format then follows other rules than the ops' caller_format)."""
+    return [(s, cl) for s in shapes for cl in (False, True) if not (cl and s[-2:] == (1, 1))]
+
+
+@pytest.mark.parametrize("kind", ["up", "block3x3"])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape,channels_last", _layouts(UP_SHAPES))
+def test_up_block_matches_module(kind, training, channels_last, shape):
+    n, ci, co, h, w = shape
+    compare(build(kind, ci, co).train(training), input_like(n, ci, h, w, channels_last))
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape,channels_last", _layouts([(2, 3, 5, 7), (1, 1, 2, 3), (1, 64, 8, 8), (3, 5, 4, 4),
+                                                          (1, 3, 5, 13), (2, 3, 1, 1), (1, 40, 6, 9)]))
+def test_res_block_matches_module(training, channels_last, shape):
+    n, c, h, w = shape
+    compare(build("res", c).train(training), input_like(n, c, h, w, channels_last))
+
+
+def test_up_block_birds_channels():
+    """INIT_STAGE_G's first upBlock: 512 -> 256 (conv 512 -> 512, 16 channel tiles) at 4x4."""
+    compare(build("up", 512, 256), input_like(2, 512, 4, 4))
+
+
+@pytest.mark.parametrize("momentum", [None, 0.3])
+def test_up_block_running_stats_over_steps(momentum):
+    """Three training steps (momentum=None: the cumulative average), then eval: same stats and output."""
+    m = build("up", 4, 3)
+    m[2].momentum, m[2].eps = momentum, 1e-3
+    ref = copy.deepcopy(m)
+    for _ in range(3):
+        x = torch.randn(2, 4, 5, 3)
+        with attngan_fast.backend("fast"):
+            m(x)
+        with attngan_fast.backend("reference"):
+            ref(x)
+    assert int(m[2].num_batches_tracked) == int(ref[2].num_batches_tracked) == 3
+    assert_close(m[2].running_mean, ref[2].running_mean)
+    assert_close(m[2].running_var, ref[2].running_var)
+    compare(m.eval(), torch.randn(2, 4, 5, 3))
+
+
+def test_res_block_bn_settings():
+    """Different eps and momentum in the two BatchNorms are honoured."""
+    m = build("res", 4)
+    m.block[1].eps, m.block[1].momentum = 1e-3, 0.5
+    m.block[4].eps, m.block[4].momentum = 1e-2, None
+    compare(m, torch.randn(2, 4, 5, 6))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("kind", ["up", "block3x3", "res"])
+def test_blocks_low_precision(kind, dtype):
+    """fp16 / bf16 storage, fp32 math in the kernels: error within 2x plain PyTorch's own."""
+    m = build(kind, 8, 4)
+    x = torch.randn(2, 8, 6, 5)
+    with torch.no_grad(), attngan_fast.backend("fast"):
+        fast = copy.deepcopy(m).to(dtype)(x.to(dtype))
+    with torch.no_grad(), attngan_fast.backend("reference"):
+        plain = copy.deepcopy(m).to(dtype)(x.to(dtype))
+        exact = copy.deepcopy(m).double()(x.double())
+    assert fast.dtype == dtype
+    assert_low_precision_ok(fast, plain, exact, name=kind)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("kind", ["up", "res"])
+def test_blocks_low_precision_backward(kind, dtype):
+    """The backward kernels in fp16 / bf16: input and parameter gradients within 2x plain PyTorch's error."""
+    m = build(kind, 8, 4)
+    x = torch.randn(2, 8, 6, 5)
+    grad = torch.randn_like(build(kind, 8, 4)(x))
+    results = {}
+    for name, backend, dt in (("fast", "fast", dtype), ("plain", "reference", dtype),
+                              ("exact", "reference", torch.float64)):
+        _, grads, _ = run(copy.deepcopy(m).to(dt), x.to(dt), grad.to(dt), backend)
+        results[name] = grads
+    for key in results["exact"]:
+        assert_low_precision_ok(results["fast"][key], results["plain"][key], results["exact"][key],
+                                name=f"{kind} grad {key}", factor=2.0, atol=1e-2)
+
+
+def test_unwritten_output_elements_show(monkeypatch):
+    """With deterministic mode every empty() is NaN-filled: no output, gradient or partial sum is missed."""
+    monkeypatch.setattr(torch.utils.deterministic, "fill_uninitialized_memory", True)
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        for m, x in ((build("up", 3, 2), torch.randn(2, 3, 3, 5)), (build("up", 3, 2), torch.randn(1, 3, 9, 8)),
+                     (build("res", 3), torch.randn(2, 3, 3, 5))):
+            for channels_last in (False, True):
+                xi = x.to(memory_format=torch.channels_last) if channels_last else x
+                out, grads, _ = run(m, xi, torch.randn_like(m(xi)), "fast")
+                assert torch.isfinite(out).all() and all(torch.isfinite(g).all() for g in grads.values())
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+# ---- gradcheck (float64) ------------------------------------------------------------------------
+
+
+def _bn_double(c, running):
+    stats = (torch.randn(c, dtype=torch.float64), torch.rand(c, dtype=torch.float64) + 0.5) if running else (None, None)
+    return (torch.rand(c, dtype=torch.float64, requires_grad=True) + 0.5,
+            torch.randn(c, dtype=torch.float64, requires_grad=True)), stats
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("upsample,size", [(True, (3, 2)), (True, (5, 13)), (False, (3, 2))])
+def test_up_block_gradcheck(training, upsample, size):
+    (gamma, beta), (rm, rv) = _bn_double(4, not training)
+    x = torch.randn(2 if size == (3, 2) else 1, 3 if size == (3, 2) else 2, *size, dtype=torch.float64,
+                    requires_grad=True)
+    weight = torch.randn(4, x.shape[1], 3, 3, dtype=torch.float64, requires_grad=True)
+    fn = lambda x, w, g, b: up_block(x, w, BatchNormArgs(g, b, rm, rv), training, upsample)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, weight, gamma, beta), fast_mode=True)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_res_block_gradcheck(training):
+    (g1, b1), (rm1, rv1) = _bn_double(6, not training)
+    (g2, b2), (rm2, rv2) = _bn_double(3, not training)
+    x = torch.randn(2, 3, 3, 2, dtype=torch.float64, requires_grad=True)
+    w1 = torch.randn(6, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    w2 = torch.randn(3, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    fn = lambda x, w1, g1, b1, w2, g2, b2: res_block(  # noqa: E731
+        x, w1, BatchNormArgs(g1, b1, rm1, rv1), w2, BatchNormArgs(g2, b2, rm2, rv2), training)
+    assert torch.autograd.gradcheck(fn, (x, w1, g1, b1, w2, g2, b2), fast_mode=True)
+
+
+# ---- the emulated ops themselves ----------------------------------------------------------------
+
+
+def test_emulated_ops_are_registered_and_run_the_cuda_code():
+    """attngan_fast_emu::up_block (no routing, no autograd) gives the CPU kernel's statistics."""
+    x, w = torch.randn(2, 3, 5, 7), torch.randn(6, 3, 3, 3)
+    g, b = torch.rand(6) + 0.5, torch.randn(6)
+    out, conv_out, mean, var = torch.ops.attngan_fast_emu.up_block(x, w, g, b, None, None, True, True, 1e-5)
+    ref = F.conv2d(F.interpolate(x, scale_factor=2), w, padding=1)
+    assert_close(mean, ref.mean((0, 2, 3)), name="mean")
+    assert_close(var, ref.var((0, 2, 3), unbiased=False), name="var")
+    assert_close(out, F.glu(F.batch_norm(ref, None, None, g, b, True), 1), name="out")
+
+
+def test_emulated_statistics_are_reproducible():
+    """The fixed-order reduction (no atomics): two runs agree bitwise."""
+    x, w = torch.randn(3, 40, 9, 11), torch.randn(80, 40, 3, 3)
+    g, b = torch.rand(80) + 0.5, torch.randn(80)
+    first = torch.ops.attngan_fast.up_block(x, w, g, b, None, None, True, True, 1e-5)
+    second = torch.ops.attngan_fast.up_block(x, w, g, b, None, None, True, True, 1e-5)
+    for a, c in zip(first, second):
+        assert torch.equal(a, c)
+
+
+# ---- on a GPU: the real kernels' statistics are bitwise reproducible ----------------------------
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_block_statistics_are_bitwise_reproducible(dtype):
+    """mean / var (forward) and the BatchNorm gradients (backward reduce) repeat exactly on CUDA."""
+    ops = torch.ops.attngan_fast
+    x = torch.randn(8, 64, 16, 16, device="cuda", dtype=dtype)
+    w = torch.randn(128, 64, 3, 3, device="cuda", dtype=dtype)
+    g, b = torch.rand(128, device="cuda") + 0.5, torch.randn(128, device="cuda")
+    g, b = g.to(dtype), b.to(dtype)
+    first = ops.up_block(x, w, g, b, None, None, True, True, 1e-5)
+    second = ops.up_block(x, w, g, b, None, None, True, True, 1e-5)
+    assert torch.equal(first[1], second[1])  # the same conv output (cuDNN's forward), so that
+    assert torch.equal(first[2], second[2]) and torch.equal(first[3], second[3])  # the stats must agree
+    _, conv_out, mean, var = first
+    grad = torch.randn_like(first[0])
+    grads = [ops.up_block_backward(grad, x, w, g, b, conv_out, mean, var, True, True, 1e-5) for _ in range(2)]
+    assert torch.equal(grads[0][2], grads[1][2]) and torch.equal(grads[0][3], grads[1][3])  # grad gamma, beta
