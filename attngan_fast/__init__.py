@@ -4,13 +4,14 @@
 >>> attngan_fast.extension_info()["cpu"]
 True
 """
+from . import config, ops
 from ._extension import extension_info
 from ._version import __version__
-from .backend import backend, get_backend, set_backend
-from . import config, ops
 from .accelerate import AccelerationReport, accelerate, accelerate_losses
+from .backend import backend, get_backend, set_backend
 
-__all__ = ["AccelerationReport", "Generator", "__version__", "accelerate", "accelerate_losses", "backend", "config", "extension_info", "get_backend", "ops", "set_backend"]
+__all__ = ["AccelerationReport", "Generator", "__version__", "accelerate", "accelerate_losses", "backend", "config",
+           "extension_info", "get_backend", "ops", "set_backend"]
 
 
 def __getattr__(name: str):

@@ -53,8 +53,8 @@ def run_demo(
     """
     from .metrics.evaluate import evaluate_generator, format_table
     from .sampling import Generator, damsm_attention
-    from .training.damsm import load_encoders, pretrain_damsm
     from .training import TrainOptions, train_gan
+    from .training.damsm import load_encoders, pretrain_damsm
 
     start = time.monotonic()
     out = Path(out_dir)

@@ -31,7 +31,8 @@ def rows(data: dict) -> list[dict]:
         impl = info.get("impl")
         if impl is None or impl == "limit":
             continue
-        g = groups.setdefault(bench["group"], {"group": bench["group"], "device": info.get("device", "?"), "times": {}, "info": {}})
+        g = groups.setdefault(bench["group"], {"group": bench["group"], "device": info.get("device", "?"), "times": {},
+                                               "info": {}})
         g["times"][impl] = bench["stats"]["median"]
         g["info"][impl] = info
     return [groups[k] for k in sorted(groups)]
@@ -107,7 +108,7 @@ def table(data: dict) -> str:
         t = r["times"]
         ref = t.get("reference")
 
-        def ratio(impl: str, bold: bool = False) -> str:
+        def ratio(impl: str, bold: bool = False, ref: Optional[float] = ref, t: dict = t) -> str:
             if not ref or impl not in t:
                 return ""
             return f"**{ref / t[impl]:.2f}x**" if bold else f"{ref / t[impl]:.2f}x"

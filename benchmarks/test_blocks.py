@@ -3,7 +3,8 @@
 Sizes (see conftest): "cpu" birds (bird_attn2: GF_DIM 32, batch 20); "full" birds and COCO
 (coco_attn2: GF_DIM 48, batch 14). Groups: ``blocks/<data set>/<block>/<pass>/<layout>``; pass
 is "fwd" (eval mode, no grad: sampling) or "fwd+bwd" (train mode, backward of a fixed random
-gradient into the input and every parameter). extra_info records the multiply-adds of the reference and of the fast path's convolutions (``macs_reference``,
+gradient into the input and every parameter). extra_info records the multiply-adds of the reference and of the fast
+path's convolutions (``macs_reference``,
 ``macs_fast``): the phase decomposition runs 16 instead of 36 per input pixel and channel pair
 (x (H+1)(W+1)/HW on maps over 64 pixels, where one 2x2 conv computes all four phases).
 
@@ -13,11 +14,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import DEVICE, FULL, IMPLS, record
 
 import attngan_fast
 from attngan_fast import config
 from attngan_fast.models import ResBlock, upBlock
-from conftest import DEVICE, FULL, IMPLS, record
 
 DATASETS = {"birds": "bird_attn2", **({"coco": "coco_attn2"} if FULL else {})}
 

@@ -37,8 +37,9 @@ def load() -> float:
     """Build (or reuse) and load the emulated extension once per process; the build's seconds."""
     if "seconds" in _state:
         return _state["seconds"]
-    import attngan_fast  # noqa: F401 -- loads attngan_fast._C, whose schemas are copied
     from torch.utils.cpp_extension import load as load_extension
+
+    import attngan_fast  # noqa: F401 -- loads attngan_fast._C, whose schemas are copied
 
     lib = torch.library.Library(NAMESPACE, "DEF")
     for op in OPS:

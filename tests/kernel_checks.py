@@ -25,7 +25,8 @@ def assert_low_precision_ok(fast: torch.Tensor, plain: torch.Tensor, exact: torc
     exact = exact.double()
     err_fast = (fast.double() - exact).abs().max().item()
     err_plain = (plain.double() - exact).abs().max().item()
-    assert err_fast <= factor * err_plain + atol, f"{name}: fast error {err_fast:.3g} > {factor} x plain error {err_plain:.3g} + {atol}"
+    assert err_fast <= factor * err_plain + atol, (
+        f"{name}: fast error {err_fast:.3g} > {factor} x plain error {err_plain:.3g} + {atol}")
 
 
 def poisoned_like(t: torch.Tensor) -> torch.Tensor:

@@ -11,12 +11,12 @@ import warnings
 
 import pytest
 import torch
+from kernel_checks import assert_close, assert_low_precision_ok
 
 from attngan_fast import backend, config
 from attngan_fast.models import NEXT_STAGE_G, GlobalAttentionGeneral
 from attngan_fast.ops import dispatch, word_region_attention
 from attngan_fast.reference import word_region_attention as word_region_attention_reference
-from kernel_checks import assert_close, assert_low_precision_ok
 
 OP = torch.ops.attngan_fast.word_region_attention
 OP_BACKWARD = torch.ops.attngan_fast.word_region_attention_backward
@@ -250,7 +250,8 @@ def test_global_attention_fast_equals_reference_backend():
     for name in ("fast", "reference"):
         with backend(name):
             ctx, weights = att(h, context)
-            grads.append((ctx, weights, *torch.autograd.grad(ctx.sum() + (weights ** 2).sum(), (h, context, att.conv_context.weight))))
+            loss = ctx.sum() + (weights ** 2).sum()
+            grads.append((ctx, weights, *torch.autograd.grad(loss, (h, context, att.conv_context.weight))))
     for a, b in zip(*grads):
         assert_close(a, b)
     # mask_mode="original" keeps the reference (and so calls att.sm)

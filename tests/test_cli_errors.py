@@ -11,6 +11,9 @@ import math
 import pytest
 import torch
 import yaml
+from test_pretrain_damsm import TINY_ARGS
+from test_sampling import original_files  # noqa: F401  (a fixture)
+from training_helpers import single_thread
 
 import attngan_fast
 from attngan_fast import config
@@ -21,10 +24,6 @@ from attngan_fast.io import atomic_write_json
 from attngan_fast.metrics.evaluate import evaluate_generator
 from attngan_fast.sampling import Generator
 from attngan_fast.training import TrainOptions
-from test_pretrain_damsm import TINY_ARGS
-from test_sampling import original_files  # noqa: F401  (a fixture)
-from training_helpers import single_thread
-
 
 # ---- counts, sizes and times -------------------------------------------------------------------
 BAD_OPTIONS = [

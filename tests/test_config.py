@@ -24,7 +24,8 @@ def test_original_defaults():
     cfg = config.defaults()
     assert (cfg.TREE.BRANCH_NUM, cfg.TREE.BASE_SIZE) == (3, 64)
     assert (cfg.TRAIN.BATCH_SIZE, cfg.TRAIN.MAX_EPOCH, cfg.TRAIN.SNAPSHOT_INTERVAL) == (64, 600, 2000)
-    assert (cfg.TRAIN.SMOOTH.GAMMA1, cfg.TRAIN.SMOOTH.GAMMA2, cfg.TRAIN.SMOOTH.GAMMA3, cfg.TRAIN.SMOOTH.LAMBDA) == (5.0, 5.0, 10.0, 1.0)
+    smooth = cfg.TRAIN.SMOOTH
+    assert (smooth.GAMMA1, smooth.GAMMA2, smooth.GAMMA3, smooth.LAMBDA) == (5.0, 5.0, 10.0, 1.0)
     assert (cfg.GAN.DF_DIM, cfg.GAN.GF_DIM, cfg.GAN.Z_DIM, cfg.GAN.CONDITION_DIM, cfg.GAN.R_NUM) == (64, 128, 100, 100, 2)
     assert cfg.GAN.B_ATTENTION and not cfg.GAN.B_DCGAN and cfg.GAN.MASK_MODE == "per_sample"
     assert (cfg.TEXT.CAPTIONS_PER_IMAGE, cfg.TEXT.EMBEDDING_DIM, cfg.TEXT.WORDS_NUM) == (10, 256, 18)

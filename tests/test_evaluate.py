@@ -6,6 +6,7 @@ import re
 
 import pytest
 import torch
+from training_helpers import single_thread, synthetic_run_files
 
 from attngan_fast.cli import main
 from attngan_fast.data import build_dataset
@@ -13,9 +14,8 @@ from attngan_fast.metrics import fid as fid_module
 from attngan_fast.metrics.evaluate import default_metrics, evaluate_generator, format_table, split_captions
 from attngan_fast.metrics.fid import MetricsExtraMissing, tf_fid_available
 from attngan_fast.sampling import Generator
-from attngan_fast.training.damsm import load_encoders
 from attngan_fast.training import TrainOptions, train_gan
-from training_helpers import single_thread, synthetic_run_files
+from attngan_fast.training.damsm import load_encoders
 
 
 @pytest.fixture(scope="module")

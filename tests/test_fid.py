@@ -20,11 +20,25 @@ from PIL import ImageFilter
 from attngan_fast.cli import main
 from attngan_fast.data.synthetic import render_bird, sample_attributes
 from attngan_fast.metrics import fid as fid_module
-from attngan_fast.metrics.fid import (TF_FID_SHA1, MetricsExtraMissing, ReferenceStats, build_extractor,
-                                      default_protocol, extract_features, locate_tf_fid_model, resize_pixels,
-                                      tf_fid_available, to_pixels)
-from attngan_fast.metrics.inception import (feature_statistics, fid_from_features, frechet_distance, psd_sqrt,
-                                            trace_sqrt_product)
+from attngan_fast.metrics.fid import (
+    TF_FID_SHA1,
+    MetricsExtraMissing,
+    ReferenceStats,
+    build_extractor,
+    default_protocol,
+    extract_features,
+    locate_tf_fid_model,
+    resize_pixels,
+    tf_fid_available,
+    to_pixels,
+)
+from attngan_fast.metrics.inception import (
+    feature_statistics,
+    fid_from_features,
+    frechet_distance,
+    psd_sqrt,
+    trace_sqrt_product,
+)
 from attngan_fast.metrics.kid import kernel_inception_distance, mmd2_unbiased, polynomial_kernel
 
 needs_extra = pytest.mark.skipif(not tf_fid_available(), reason='needs the metrics extra: pip install -e ".[metrics]"')

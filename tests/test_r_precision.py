@@ -8,7 +8,11 @@ import torch.nn as nn
 
 from attngan_fast.data import SyntheticBirds
 from attngan_fast.metrics.r_precision import (
-    dataset_r_precision, fold_statistics, r_precision, r_precision_hits, sample_mismatched,
+    dataset_r_precision,
+    fold_statistics,
+    r_precision,
+    r_precision_hits,
+    sample_mismatched,
 )
 
 

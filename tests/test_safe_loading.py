@@ -10,6 +10,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from data_fixtures import make_birds, py2_pickle
+from test_sampling import original_files  # noqa: F401  (a fixture)
+from training_helpers import single_thread
 
 from attngan_fast import config
 from attngan_fast.cli import main
@@ -19,9 +22,6 @@ from attngan_fast.metrics.inception import InceptionV3
 from attngan_fast.models import CNN_ENCODER
 from attngan_fast.sampling import Generator
 from attngan_fast.training.checkpoint import load_snapshot
-from data_fixtures import make_birds, py2_pickle
-from test_sampling import original_files  # noqa: F401  (a fixture)
-from training_helpers import single_thread
 
 
 class _RunsShell:
@@ -192,7 +192,7 @@ def test_every_model_file_option_names_the_bad_file(tmp_path, capsys, original_f
     files = {"--netG": str(paths["netG"]), "--text-encoder": str(paths["text_encoder"]),
              "--captions": str(paths["captions"]), "--cfg": str(paths["cfg"])}
     with single_thread():
-        for name, (path, found) in bad.items():
+        for name, (path, _found) in bad.items():
             for option in ("--checkpoint", "--netG", "--text-encoder"):
                 argv = ["generate", "a bird", "--threads", "1", "--out", str(tmp_path / "g")]
                 argv += [option, str(path)] if option == "--checkpoint" else \

@@ -12,7 +12,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from serve_helpers import IN_CI, need, serve_load
 from test_sampling import original_files  # noqa: F401 - the fixture
 

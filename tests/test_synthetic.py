@@ -9,7 +9,12 @@ from attngan_fast import config
 from attngan_fast.cli import main
 from attngan_fast.data import SyntheticBirds, TextDataset, build_dataset
 from attngan_fast.data.synthetic import (
-    COLOUR_NAMES, bird_captions, read_attributes, render_bird, sample_attributes, synthetic_vocabulary,
+    COLOUR_NAMES,
+    bird_captions,
+    read_attributes,
+    render_bird,
+    sample_attributes,
+    synthetic_vocabulary,
 )
 
 

@@ -3,11 +3,11 @@ stale .tmp files, SIGTERM and SIGINT mid-epoch then --resume bitwise, a kill bet
 files, the original's continuation keys and snapshot epochs, a diverging run."""
 from __future__ import annotations
 
-import re
-import io
 import contextlib
+import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from training_helpers import make_trainer, single_thread, synthetic_run_files, tiny_cfg
 
 from attngan_fast.cli import main
 from attngan_fast.models import D_NET64, D_NET128, G_NET
@@ -23,7 +24,6 @@ from attngan_fast.training import NonFiniteLossError, find_latest, load_snapshot
 from attngan_fast.training.builders import build_discriminators, build_generator
 from attngan_fast.training.run_folder import LOCK_NAME, RunFolderError, RunLock, open_run_folder
 from attngan_fast.training.stop import StopSignals
-from training_helpers import make_trainer, single_thread, synthetic_run_files, tiny_cfg
 
 TESTS = Path(__file__).resolve().parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -79,7 +79,8 @@ def test_reused_out_refused_overwrite_clears_resume_continues(small_run, tmp_pat
     assert main(train_args(small_run, out, "--max-epochs", "1")) == 0
     (out / "notes.txt").write_text("mine")
     before = (out / "log.jsonl").read_text()
-    assert_fails(train_args(small_run, out, "--max-epochs", "1"), r"holds a training run \(checkpoint_epoch_0.pt, .*--resume.*--overwrite")
+    assert_fails(train_args(small_run, out, "--max-epochs", "1"),
+                 r"holds a training run \(checkpoint_epoch_0.pt, .*--resume.*--overwrite")
     assert (out / "log.jsonl").read_text() == before  # untouched
     assert_fails(["train", "--out", str(out), "--resume", "--overwrite"], "--overwrite: cannot be combined with --resume")
     # --overwrite: only the run's files go (an old epoch's snapshot included); others stay
@@ -96,7 +97,8 @@ def test_reused_out_refused_overwrite_clears_resume_continues(small_run, tmp_pat
     assert main(resume_args(out, "--max-epochs", "2")) == 0
     other = tmp_path / "other"
     assert main(train_args(small_run, other, "--max-epochs", "1")) == 0
-    assert_fails(["train", "--out", str(out), "--resume", str(other / "checkpoint_epoch_1.pt"), "--threads", "1"], "holds a training run")
+    assert_fails(["train", "--out", str(out), "--resume", str(other / "checkpoint_epoch_1.pt"), "--threads", "1"],
+                 "holds a training run")
 
 
 def test_lock_refuses_a_live_writer_and_takes_over_a_stale_one(small_run, tmp_path, capsys):
@@ -109,7 +111,8 @@ def test_lock_refuses_a_live_writer_and_takes_over_a_stale_one(small_run, tmp_pa
         assert holder.stdout.readline().strip() == "locked"
         lock = json.loads((out / LOCK_NAME).read_text())
         assert lock["pid"] == holder.pid and {"host", "started"} <= set(lock)
-        assert_fails(train_args(small_run, out, "--max-epochs", "1"), rf"in use by another training process \(pid {holder.pid}, since")
+        assert_fails(train_args(small_run, out, "--max-epochs", "1"),
+                     rf"in use by another training process \(pid {holder.pid}, since")
         assert not (out / "log.jsonl").exists()
     finally:
         holder.kill()  # dies holding the lock: a stale lock is left
@@ -238,7 +241,9 @@ def test_signal_mid_epoch_then_resume_is_bitwise_the_uninterrupted_run(signal_ru
     assert all(same_state(a[k], b[k]) for k in TRAINED) and b["interrupted"] is False
     assert same_state(load_snapshot(straight / "checkpoint_epoch_0.pt")["netsD"],
                       load_snapshot(out / "checkpoint_epoch_0.pt")["netsD"])  # epoch 0's end, rewritten
-    strip = lambda p: [{k: v for k, v in json.loads(x).items() if k != "imgs_per_s"} for x in p.read_text().splitlines()]
+    def strip(path: Path) -> list[dict]:
+        return [{k: v for k, v in json.loads(x).items() if k != "imgs_per_s"} for x in path.read_text().splitlines()]
+
     assert strip(out / "log.jsonl") == strip(straight / "log.jsonl")
 
 
@@ -359,8 +364,10 @@ def test_net_g_and_b_net_d_continue_as_the_original(tmp_path, capsys):
     assert_fails(train_args(cfg_path, tmp_path / "r2", "--max-epochs", "5", *keys), r"TRAIN.B_NET_D: .*netD1.pth: no such file")
     renamed = tmp_path / "original" / "bird_AttnGAN2.pth"
     net_g.rename(renamed)
-    assert_fails(train_args(cfg_path, tmp_path / "r3", "--set", f"TRAIN.NET_G={renamed}", "--set", "TRAIN.B_NET_D=false"), "start epoch is read from the file name")
-    assert_fails(train_args(cfg_path, out, "--overwrite", "--set", f"TRAIN.NET_G={out / 'netG_epoch_5.pth'}"), "TRAIN.NET_G .* lies in the output folder")
+    assert_fails(train_args(cfg_path, tmp_path / "r3", "--set", f"TRAIN.NET_G={renamed}", "--set", "TRAIN.B_NET_D=false"),
+                 "start epoch is read from the file name")
+    assert_fails(train_args(cfg_path, out, "--overwrite", "--set", f"TRAIN.NET_G={out / 'netG_epoch_5.pth'}"),
+                 "TRAIN.NET_G .* lies in the output folder")
 
 
 # ---------------------------------------------------------------- divergence
@@ -379,7 +386,8 @@ def test_diverging_run_stops_naming_the_step_and_writes_nothing(tmp_path):
     trainer = make_trainer(tmp_path, max_epochs=3, snapshot_every=1)
     order = list(trainer._loader(1).sampler)  # epoch 1's data order: item order[5] is in its batch 2
     poison(trainer, order[5], from_epoch=1)
-    with pytest.raises(NonFiniteLossError, match=r"diverged at step 6 \(epoch 1, batch 2\), errD0 update: errD0 = nan \(NaN probabilities of D0\)") as e:
+    diverged = r"diverged at step 6 \(epoch 1, batch 2\), errD0 update: errD0 = nan \(NaN probabilities of D0\)"
+    with pytest.raises(NonFiniteLossError, match=diverged) as e:
         trainer.train()
     assert (e.value.step, e.value.name) == (6, "errD0")
     assert find_latest(tmp_path).name == "checkpoint_epoch_0.pt"  # the last good snapshot stays the latest
@@ -402,6 +410,7 @@ def test_on_nan_skip_skips_the_steps_and_counts_them(tmp_path):
 
 def test_diverging_cli_run_names_the_step_and_the_latest_snapshot(small_run, tmp_path):
     out = tmp_path / "run"
-    assert_fails(train_args(small_run, out, "--set", "TRAIN.GENERATOR_LR=1.0e+35"), r"error: training diverged at step 2 \(epoch 0, batch 2\), errD0 update: errD0 = nan \(NaN probabilities of D0"
+    assert_fails(train_args(small_run, out, "--set", "TRAIN.GENERATOR_LR=1.0e+35"),
+                 r"error: training diverged at step 2 \(epoch 0, batch 2\), errD0 update: errD0 = nan \(NaN probabilities of D0"
                                          r".*the latest snapshot is none")
     assert not list(out.glob("*.pt")) and not (out / LOCK_NAME).exists()

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from training_helpers import make_trainer, single_thread, synthetic_run_files, tiny_cfg
 
+from attngan_fast.cli import main
 from attngan_fast.losses import KL_loss, discriminator_loss, generator_loss
 from attngan_fast.models import G_NET
 from attngan_fast.training import GANTrainer, TrainOptions, collate_shards, find_latest, load_snapshot
-from attngan_fast.cli import main
-from training_helpers import make_trainer, single_thread, synthetic_run_files, tiny_cfg
 
 TESTS = Path(__file__).resolve().parent
 
@@ -53,7 +53,7 @@ def test_train_step_matches_the_original_schedule(tmp_path):
     trainer = make_trainer(tmp_path)
     cfg = trainer.cfg
     batches = first_batch(trainer)
-    G0, Ds0 = params(trainer.netG), [params(d) for d in trainer.netsD]
+    G0 = params(trainer.netG)
     noise_state = trainer.noise_gen.get_state()
     logs = trainer.train_step(batches)
 
@@ -120,7 +120,7 @@ def test_snapshots_logs_samples_and_original_export(tmp_path):
     state = torch.load(tmp_path / "netG_epoch_3.pth", weights_only=True)
     G_NET(trainer.cfg).load_state_dict(state, strict=True)
     assert torch.equal(state["ca_net.fc.weight"], snap["netG_ema"]["ca_net.fc.weight"])
-    for i, netD in enumerate(trainer.netsD):
+    for i in range(len(trainer.netsD)):
         d_state = torch.load(tmp_path / f"netD{i}.pth", weights_only=True)
         assert all(torch.equal(d_state[k], v) for k, v in snap["netsD"][i].items())
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
@@ -151,7 +151,9 @@ def test_resume_continues_exactly(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(straight.ema_state_dict().values(), resumed.ema_state_dict().values()))
     log_a = (tmp_path / "a" / "log.jsonl").read_text().splitlines()
     log_b = (tmp_path / "b" / "log.jsonl").read_text().splitlines()
-    strip = lambda lines: [{k: v for k, v in json.loads(x).items() if k != "imgs_per_s"} for x in lines]
+    def strip(lines: list[str]) -> list[dict]:
+        return [{k: v for k, v in json.loads(x).items() if k != "imgs_per_s"} for x in lines]
+
     assert strip(log_a) == strip(log_b)
 
 

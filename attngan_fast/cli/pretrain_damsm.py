@@ -8,8 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from ..training.damsm import STATE_FILE, pretrain_damsm, saved_config
-from .common import (UsageError, add_config_arguments, add_progress_argument, add_threads_argument, config_from_args,
-                     set_threads)
+from .common import (
+    UsageError,
+    add_config_arguments,
+    add_progress_argument,
+    add_threads_argument,
+    config_from_args,
+    set_threads,
+)
 
 
 def add_parser(subparsers: Any) -> None:

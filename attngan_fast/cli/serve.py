@@ -5,8 +5,14 @@ import argparse
 from typing import Any
 
 from ..backend import set_backend
-from .common import (UsageError, add_backend_argument, add_generator_arguments, add_threads_argument,
-                     generator_from_args, positive_int, set_threads)
+from .common import (
+    UsageError,
+    add_backend_argument,
+    add_generator_arguments,
+    add_threads_argument,
+    generator_from_args,
+    set_threads,
+)
 
 
 def add_parser(subparsers: Any) -> None:

@@ -19,9 +19,19 @@ from ..training.distributed import gather_objects, init_distributed
 from ..training.options import AMP_DTYPES, TrainOptions
 from ..training.stop import exit_code
 from ..training.trainer import NonFiniteLossError, train_gan
-from .common import (UsageError, add_backend_argument, add_config_arguments, add_progress_argument,
-                     add_threads_argument, config_from_args, nonnegative_float, nonnegative_int, number, positive_int,
-                     set_threads)
+from .common import (
+    UsageError,
+    add_backend_argument,
+    add_config_arguments,
+    add_progress_argument,
+    add_threads_argument,
+    config_from_args,
+    nonnegative_float,
+    nonnegative_int,
+    number,
+    positive_int,
+    set_threads,
+)
 
 # the options a command line can give; a resumed run takes the others (and these unless given) from its snapshot
 _OPTION_ARGS = ("seed", "device", "amp", "channels_last", "compile", "accum_steps", "sync_bn", "max_epochs",

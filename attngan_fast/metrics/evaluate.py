@@ -28,8 +28,16 @@ from torch import Tensor
 
 from ..config import Config
 from .attributes import attribute_accuracy, train_attribute_classifier
-from .fid import (METRICS_EXTRA_HINT, MetricsExtraMissing, ReferenceStats, build_extractor, dataset_batches,
-                  default_protocol, extract_features, file_sha1)
+from .fid import (
+    METRICS_EXTRA_HINT,
+    MetricsExtraMissing,
+    ReferenceStats,
+    build_extractor,
+    dataset_batches,
+    default_protocol,
+    extract_features,
+    file_sha1,
+)
 from .inception import fid_from_features, inception_score
 from .kid import kernel_inception_distance
 from .r_precision import dataset_r_precision

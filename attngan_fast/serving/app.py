@@ -41,7 +41,7 @@ except ImportError as e:  # pragma: no cover - exercised without the extra
 from ..sampling import Generator
 from ..visualize import to_pil
 from . import render
-from .schemas import (MAX_SEED, BirdResponse, ErrorResponse, GenerateResponse, request_models)
+from .schemas import MAX_SEED, BirdResponse, ErrorResponse, GenerateResponse, request_models
 
 __all__ = ["INSTALL_HINT", "create_app"]
 

@@ -19,8 +19,15 @@ from typing import Any, Mapping
 import torch
 
 from ..io import atomic_write_text
-from .checkpoint import (capture_rng, export_original_netG, load_snapshot, restore_rng, save_snapshot,
-                         seed_everything, snapshot_path)
+from .checkpoint import (
+    capture_rng,
+    export_original_netG,
+    load_snapshot,
+    restore_rng,
+    save_snapshot,
+    seed_everything,
+    snapshot_path,
+)
 from .distributed import gather_objects
 
 __all__ = ["save_trainer", "resume_trainer", "repair_exports", "continue_from_original", "check_same_model",
