@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import DEVICE, FULL, record
 
 from attngan_fast import config
 from attngan_fast.ops import word_region_attention
 from attngan_fast.reference import word_region_attention as word_region_attention_reference
+from benchmarks.common import DEVICE, FULL, record
 
 DATASETS = {"birds": "bird_attn2", **({"coco": "coco_attn2"} if FULL else {})}
 STAGES = {"stage2": 64, "stage3": 128}

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import DEVICE, FULL, IMPLS, record
 
 import attngan_fast
 from attngan_fast import config
 from attngan_fast.models import ResBlock, upBlock
+from benchmarks.common import DEVICE, FULL, IMPLS, record
 
 DATASETS = {"birds": "bird_attn2", **({"coco": "coco_attn2"} if FULL else {})}
 

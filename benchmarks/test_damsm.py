@@ -30,7 +30,7 @@ from attngan_fast import backend, config, losses
 from attngan_fast.losses import fused as damsm_losses
 
 try:
-    from conftest import DEVICE, FULL, record
+    from benchmarks.common import DEVICE, FULL, record
 except ImportError:  # run as a script (the peak-memory subprocess)
     record = None
     DEVICE, FULL = "cpu", False

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import DEVICE, FULL, record
 from torch.utils.flop_counter import FlopCounterMode
 
 import attngan_fast
 from attngan_fast import config
 from attngan_fast.models import G_NET, weights_init
+from benchmarks.common import DEVICE, FULL, record
 
 CASES = {"birds": ("bird_attn2", 32), "coco": ("coco_attn2", 32)} if FULL else {"birds": ("bird_attn2", 8)}
 IMPLS = ("reference", "reference+compile", "fast", "fast+compile")

@@ -7,7 +7,8 @@ settings (N 8192 on CUDA, 1024 on the CPU), counting 2 N^3 flops. Recorded with 
 from __future__ import annotations
 
 import torch
-from conftest import DEVICE, record
+
+from benchmarks.common import DEVICE, record
 
 COPY_ELEMENTS = (64 if DEVICE == "cuda" else 16) * 2**20
 MATMUL_N = 8192 if DEVICE == "cuda" else 1024

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import DEVICE, FULL, record
 
 import attngan_fast
 from attngan_fast import config
@@ -20,6 +19,7 @@ from attngan_fast.data import SyntheticBirds
 from attngan_fast.models import RNN_ENCODER
 from attngan_fast.models.small_cnn import SmallImageEncoder
 from attngan_fast.training import GANTrainer, TrainOptions
+from benchmarks.common import DEVICE, FULL, record
 
 SYNTHETIC = {"DATASET_NAME": "synthetic_birds", "DATA_DIR": "", "DAMSM.IMAGE_ENCODER": "small_cnn"}
 CASES = {

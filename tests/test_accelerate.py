@@ -13,11 +13,11 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from kernel_checks import TOLERANCES, assert_close, assert_low_precision_ok
 
 import attngan_fast
 from attngan_fast import config, losses
 from attngan_fast.models import D_NET128, G_NET
+from tests.kernel_checks import TOLERANCES, assert_close, assert_low_precision_ok
 
 # ---------------------------------------------------------------- the original structure, mirrored
 

@@ -11,12 +11,12 @@ import warnings
 
 import pytest
 import torch
-from kernel_checks import assert_close, assert_low_precision_ok
 
 from attngan_fast import backend, config
 from attngan_fast.models import NEXT_STAGE_G, GlobalAttentionGeneral
 from attngan_fast.ops import dispatch, word_region_attention
 from attngan_fast.reference import word_region_attention as word_region_attention_reference
+from tests.kernel_checks import assert_close, assert_low_precision_ok
 
 OP = torch.ops.attngan_fast.word_region_attention
 OP_BACKWARD = torch.ops.attngan_fast.word_region_attention_backward

@@ -11,12 +11,12 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from kernel_checks import TOLERANCES, assert_close, assert_low_precision_ok
 
 import attngan_fast
 from attngan_fast.models import Block3x3_relu, ResBlock, upBlock
 from attngan_fast.models import blocks as model_blocks
 from attngan_fast.ops import BatchNormArgs, res_block, up_block, upsample_conv3x3
+from tests.kernel_checks import TOLERANCES, assert_close, assert_low_precision_ok
 
 ops = torch.ops.attngan_fast
 

@@ -11,9 +11,6 @@ import math
 import pytest
 import torch
 import yaml
-from test_pretrain_damsm import TINY_ARGS
-from test_sampling import original_files  # noqa: F401  (a fixture)
-from training_helpers import single_thread
 
 import attngan_fast
 from attngan_fast import config
@@ -24,6 +21,9 @@ from attngan_fast.io import atomic_write_json
 from attngan_fast.metrics.evaluate import evaluate_generator
 from attngan_fast.sampling import Generator
 from attngan_fast.training import TrainOptions
+from tests.test_pretrain_damsm import TINY_ARGS
+from tests.test_sampling import original_files  # noqa: F401  (a fixture)
+from tests.training_helpers import single_thread
 
 # ---- counts, sizes and times -------------------------------------------------------------------
 BAD_OPTIONS = [

@@ -13,14 +13,14 @@ import copy
 import pytest
 import torch
 import torch.nn as nn
-from kernel_checks import assert_close
 from torch._dynamo.testing import CompileCounterWithBackend
 from torch._dynamo.utils import counters
-from training_helpers import make_trainer
 
 import attngan_fast
 from attngan_fast import config, losses
 from attngan_fast.models import D_NET64, D_NET128, D_NET256, G_NET
+from tests.kernel_checks import assert_close
+from tests.training_helpers import make_trainer
 
 pytestmark = pytest.mark.filterwarnings("ignore:dynamo_pgo force disabled")
 

@@ -14,15 +14,15 @@ from __future__ import annotations
 import copy
 import os
 
-import cuda_emu
 import pytest
 import torch
 import torch.nn.functional as F
-from kernel_checks import assert_close, assert_low_precision_ok
-from test_blocks import PHASE_SHAPES, build, compare, input_like, run
 
 import attngan_fast
 from attngan_fast.ops import BatchNormArgs, res_block, up_block, upsample_conv3x3
+from tests import cuda_emu
+from tests.kernel_checks import assert_close, assert_low_precision_ok
+from tests.test_blocks import PHASE_SHAPES, build, compare, input_like, run
 
 
 @pytest.fixture(scope="session")

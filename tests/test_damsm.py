@@ -8,11 +8,11 @@ import sys
 import numpy as np
 import pytest
 import torch
-from kernel_checks import TOLERANCES, assert_close, assert_low_precision_ok
 
 from attngan_fast import backend, config, losses
 from attngan_fast.losses import fused as damsm_losses
 from attngan_fast.ops import damsm_word_similarity
+from tests.kernel_checks import TOLERANCES, assert_close, assert_low_precision_ok
 
 CFG = config.load("bird_attn2")  # GAMMA1 4, GAMMA2 5, GAMMA3 10
 G1, G2 = CFG.TRAIN.SMOOTH.GAMMA1, CFG.TRAIN.SMOOTH.GAMMA2

@@ -8,7 +8,6 @@ import re
 import numpy as np
 import pytest
 import torch
-from data_fixtures import BIRDS_TEST, BIRDS_TRAIN, CAPTIONS_PER_IMAGE, make_birds, make_coco, make_own, py2_pickle
 from PIL import Image
 
 from attngan_fast import config
@@ -24,6 +23,7 @@ from attngan_fast.data import (
 )
 from attngan_fast.data.datasets import _load_filenames
 from attngan_fast.data.text import pad_caption, read_caption_file
+from tests.data_fixtures import BIRDS_TEST, BIRDS_TRAIN, CAPTIONS_PER_IMAGE, make_birds, make_coco, make_own, py2_pickle
 
 KW = dict(base_size=16, branch_num=3, words_num=18, captions_per_image=CAPTIONS_PER_IMAGE, seed=0)
 

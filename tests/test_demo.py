@@ -5,11 +5,11 @@ import json
 
 import pytest
 from PIL import Image
-from training_helpers import single_thread
 
 from attngan_fast.cli import main
 from attngan_fast.demo import EVAL_RESERVE_MINUTES, PROMPTS, run_demo
 from attngan_fast.training import load_snapshot
+from tests.training_helpers import single_thread
 
 TINY = {"SYNTHETIC.NUM_IMAGES": 50, "TRAIN.BATCH_SIZE": 8, "TEXT.EMBEDDING_DIM": 8, "DAMSM.SMALL_CNN_WIDTH": 4,
         "DAMSM.SMALL_CNN_INPUT": 32}

@@ -9,7 +9,6 @@ import warnings
 import pytest
 import torch
 import torch.nn as nn
-from kernel_checks import assert_close
 
 from attngan_fast import reference
 from attngan_fast.ops import (
@@ -22,6 +21,7 @@ from attngan_fast.ops import (
     upsample_conv3x3,
     word_region_attention,
 )
+from tests.kernel_checks import assert_close
 
 G1, G2 = 4.0, 5.0
 

@@ -23,9 +23,9 @@ import sys
 import pytest
 import torch
 import torch.multiprocessing as mp
-from training_helpers import ddp_worker, make_trainer, single_thread, synthetic_run_files, tiny_cfg
 
 from attngan_fast.training import load_snapshot
+from tests.training_helpers import ddp_worker, make_trainer, single_thread, synthetic_run_files, tiny_cfg
 
 
 def free_port() -> int:

@@ -6,7 +6,6 @@ import re
 
 import pytest
 import torch
-from training_helpers import single_thread, synthetic_run_files
 
 from attngan_fast.cli import main
 from attngan_fast.data import build_dataset
@@ -16,6 +15,7 @@ from attngan_fast.metrics.fid import MetricsExtraMissing, tf_fid_available
 from attngan_fast.sampling import Generator
 from attngan_fast.training import TrainOptions, train_gan
 from attngan_fast.training.damsm import load_encoders
+from tests.training_helpers import single_thread, synthetic_run_files
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from data_fixtures import make_birds, py2_pickle
-from test_sampling import original_files  # noqa: F401  (a fixture)
-from training_helpers import single_thread
 
 from attngan_fast import config
 from attngan_fast.cli import main
@@ -22,6 +19,9 @@ from attngan_fast.metrics.inception import InceptionV3
 from attngan_fast.models import CNN_ENCODER
 from attngan_fast.sampling import Generator
 from attngan_fast.training.checkpoint import load_snapshot
+from tests.data_fixtures import make_birds, py2_pickle
+from tests.test_sampling import original_files  # noqa: F401  (a fixture)
+from tests.training_helpers import single_thread
 
 
 class _RunsShell:

@@ -5,13 +5,13 @@ import pytest
 import torch
 import yaml
 from PIL import Image
-from training_helpers import make_trainer, single_thread, tiny_cfg
 
 import attngan_fast
 from attngan_fast.cli import main
 from attngan_fast.data.text import CaptionsPickle, Vocabulary, save_captions_pickle
 from attngan_fast.models import G_NET, RNN_ENCODER, weights_init
 from attngan_fast.sampling import Generation, Generator
+from tests.training_helpers import make_trainer, single_thread, tiny_cfg
 
 WORDS = ["a", "bird", "with", "red", "blue", "wings", "and", "belly", "white", "black"]
 

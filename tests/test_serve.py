@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from serve_helpers import need
-from test_sampling import original_files  # noqa: F401 - the fixture
-from training_helpers import single_thread
 
 from attngan_fast.cli import main
 from attngan_fast.sampling import Generator
 from attngan_fast.serving import Batcher, Engine, QueueFull, ServeOptions
 from attngan_fast.visualize import to_pil
+from tests.serve_helpers import need
+from tests.test_sampling import original_files  # noqa: F401 - the fixture
+from tests.training_helpers import single_thread
 
 
 @pytest.fixture(autouse=True)

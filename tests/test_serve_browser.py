@@ -12,8 +12,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from serve_helpers import IN_CI, need, serve_load
-from test_sampling import original_files  # noqa: F401 - the fixture
+
+from tests.serve_helpers import IN_CI, need, serve_load
+from tests.test_sampling import original_files  # noqa: F401 - the fixture
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"

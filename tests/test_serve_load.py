@@ -2,8 +2,8 @@
 clients, no errors, no lost request, and requests shared forwards."""
 from __future__ import annotations
 
-from serve_helpers import need, serve_load
-from test_sampling import original_files  # noqa: F401 - the fixture
+from tests.serve_helpers import need, serve_load
+from tests.test_sampling import original_files  # noqa: F401 - the fixture
 
 
 def test_concurrent_clients_are_all_answered_and_batched(original_files):  # noqa: F811

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from training_helpers import make_trainer, single_thread, synthetic_run_files, tiny_cfg
 
 from attngan_fast.cli import main
 from attngan_fast.models import D_NET64, D_NET128, G_NET
@@ -24,6 +23,7 @@ from attngan_fast.training import NonFiniteLossError, find_latest, load_snapshot
 from attngan_fast.training.builders import build_discriminators, build_generator
 from attngan_fast.training.run_folder import LOCK_NAME, RunFolderError, RunLock, open_run_folder
 from attngan_fast.training.stop import StopSignals
+from tests.training_helpers import make_trainer, single_thread, synthetic_run_files, tiny_cfg
 
 TESTS = Path(__file__).resolve().parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}

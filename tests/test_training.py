@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from training_helpers import make_trainer, single_thread, synthetic_run_files, tiny_cfg
 
 from attngan_fast.cli import main
 from attngan_fast.losses import KL_loss, discriminator_loss, generator_loss
 from attngan_fast.models import G_NET
 from attngan_fast.training import GANTrainer, TrainOptions, collate_shards, find_latest, load_snapshot
+from tests.training_helpers import make_trainer, single_thread, synthetic_run_files, tiny_cfg
 
 TESTS = Path(__file__).resolve().parent
 
@@ -166,8 +166,8 @@ def test_resume_rejects_another_model(tmp_path):
 
 KILL_SCRIPT = """
 import sys
-sys.path.insert(0, {tests!r})
-from training_helpers import make_trainer
+sys.path.insert(0, {root!r})
+from tests.training_helpers import make_trainer
 trainer = make_trainer({out!r}, n=6, max_epochs=10_000, snapshot_every=1)
 trainer.train()
 """
@@ -175,7 +175,7 @@ trainer.train()
 
 def test_kill_9_leaves_the_last_snapshot_loadable_and_resumable(tmp_path):
     out = tmp_path / "run"
-    script = KILL_SCRIPT.format(tests=str(TESTS), out=str(out))
+    script = KILL_SCRIPT.format(root=str(TESTS.parent), out=str(out))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     try:

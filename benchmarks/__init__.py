@@ -1,0 +1,1 @@
+"""The benchmarks (pytest-benchmark): a package, so that the files import their helpers from ``benchmarks.common``."""
