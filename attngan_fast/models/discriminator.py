@@ -12,14 +12,19 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .blocks import Block3x3_leakRelu, downBlock, encode_image_by_16times
+from ..ops._dispatch import use_fast
+from ..ops.down_blocks import tiled_code_conv
+from .blocks import Block3x3_leakRelu, downBlock, encode_image_by_16times, leaky_conv_groups, run_down_block
 
 __all__ = ["D_GET_LOGITS", "D_NET64", "D_NET128", "D_NET256"]
 
 
 class D_GET_LOGITS(nn.Module):
     """Discriminator head: [``jointConv`` on cat(h, sentence embedding tiled 4x4)] ->
-    ``outlogits`` [Conv2d(8ndf -> 1, k4 s4, bias), Sigmoid]."""
+    ``outlogits`` [Conv2d(8ndf -> 1, k4 s4, bias), Sigmoid].
+
+    Fast backend: jointConv is one fused ``down_block`` op on h, with the tiled code's share added
+    before its BatchNorm as a per-position term (:func:`attngan_fast.ops.tiled_code_conv`)."""
 
     def __init__(self, ndf: int, nef: int, bcondition: bool = False) -> None:
         super().__init__()
@@ -30,15 +35,41 @@ class D_GET_LOGITS(nn.Module):
             self.jointConv = Block3x3_leakRelu(ndf * 8 + nef, ndf * 8)
         self.outlogits = nn.Sequential(nn.Conv2d(ndf * 8, 1, kernel_size=4, stride=4), nn.Sigmoid())
 
+    @classmethod
+    def from_modules(cls, ndf: int, nef: int, outlogits: nn.Module, jointConv: Optional[nn.Module] = None) -> "D_GET_LOGITS":
+        """The head around existing children (shared, not copied); conditional when jointConv is given."""
+        head = cls.__new__(cls)
+        nn.Module.__init__(head)
+        head.df_dim, head.ef_dim, head.bcondition = ndf, nef, jointConv is not None
+        if jointConv is not None:
+            head.jointConv = jointConv
+        head.outlogits = outlogits
+        return head
+
     def forward(self, h_code: Tensor, c_code: Optional[Tensor] = None) -> Tensor:
         """h_code: (B, 8ndf, 4, 4); c_code: (B, nef) sentence embedding (conditional head only).
 
         Returns probabilities (B,).
         """
         if self.bcondition and c_code is not None:
+            groups = leaky_conv_groups(self.jointConv)
+            if groups is not None and len(groups) == 1 and use_fast("down_block", h_code):
+                return self.outlogits(self._joint_conv_fast(h_code, c_code, *groups[0])).view(-1)
             c_code = c_code.view(-1, self.ef_dim, 1, 1).repeat(1, 1, 4, 4)
             h_code = self.jointConv(torch.cat((h_code, c_code), 1))
         return self.outlogits(h_code).view(-1)
+
+    def _joint_conv_fast(self, h_code: Tensor, c_code: Tensor, conv: nn.Conv2d, bn: Optional[nn.BatchNorm2d],
+                         slope: float) -> Tensor:
+        """jointConv(cat(h, tiled c)) as the fused op on h alone plus c's share, a per-position term
+        from the code-channel taps (:func:`attngan_fast.ops.tiled_code_conv`): exact algebra."""
+        ch = h_code.shape[1]
+        weight = conv.weight
+        if conv.stride != (1, 1) or weight.shape[1] != ch + self.ef_dim:
+            raise ValueError(f"jointConv: expected a stride-1 conv over {ch} + {self.ef_dim} channels, "
+                             f"got {tuple(weight.shape)} with stride {conv.stride}")
+        code = tiled_code_conv(c_code.reshape(-1, self.ef_dim), weight[:, ch:], (4, 4), conv.padding[0])
+        return run_down_block(conv, bn, slope, h_code, addend=code.to(h_code.dtype), weight=weight[:, :ch])
 
 
 class _DNet(nn.Module):
