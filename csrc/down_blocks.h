@@ -110,7 +110,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> down_block(
     y.add_(*addend);
   }
   const ChannelView v = channel_view(y);
-  const auto acc = y.options().dtype(opmath_dtype(y));
+  const at::ScalarType acc_type = opmath_dtype(y);
+  const auto acc = y.options().dtype(acc_type);
   const at::Tensor none = at::empty({0}, acc);
   if (!bn_weight.has_value()) {
     K::forward_apply(y, v, at::ones({v.C}, acc), at::zeros({v.C}, acc), negative_slope, y);
@@ -130,11 +131,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> down_block(
                 "down_block: running_mean and running_var are required when not training");
     TORCH_CHECK(running_mean->numel() == v.C && running_var->numel() == v.C, "down_block: running stats must have ",
                 v.C, " elements");
-    mean = running_mean->to(acc.dtype(), /*non_blocking=*/false, /*copy=*/true);
-    var = running_var->to(acc.dtype(), /*non_blocking=*/false, /*copy=*/true);
+    mean = running_mean->to(acc_type, /*non_blocking=*/false, /*copy=*/true);
+    var = running_var->to(acc_type, /*non_blocking=*/false, /*copy=*/true);
   }
-  const at::Tensor scale = bn_weight->to(acc.dtype()) * at::rsqrt(var + eps);
-  const at::Tensor shift = bn_bias->to(acc.dtype()) - mean * scale;
+  const at::Tensor scale = bn_weight->to(acc_type) * at::rsqrt(var + eps);
+  const at::Tensor shift = bn_bias->to(acc_type) - mean * scale;
   at::Tensor out = at::empty_like(y);
   K::forward_apply(y, v, scale, shift, negative_slope, out);
   return {out, y, mean, var};
@@ -156,17 +157,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> down_bloc
   const at::Tensor y = blocks::dense(saved, blocks::caller_format(saved));
   const at::Tensor g = same_layout(grad_out.to(y.scalar_type()), y);
   const ChannelView v = channel_view(y);
-  const auto acc = y.options().dtype(opmath_dtype(y));
+  const at::ScalarType acc_type = opmath_dtype(y);
+  const auto acc = y.options().dtype(acc_type);
   at::Tensor grad_y = at::empty_like(y), grad_gamma = at::empty({0}, acc), grad_beta = at::empty({0}, acc);
   if (!bn_weight.has_value()) {
     const at::Tensor ones = at::ones({v.C}, acc), zeros = at::zeros({v.C}, acc);
     K::backward_apply(g, y, v, ones, zeros, zeros, ones, zeros, zeros, negative_slope, grad_y);
   } else {
     TORCH_CHECK(bn_bias.has_value(), "down_block_backward: bn_bias is required with bn_weight");
-    const at::Tensor invstd = at::rsqrt(var.to(acc.dtype()) + eps);
-    const at::Tensor center = mean.to(acc.dtype());
-    const at::Tensor scale = bn_weight->to(acc.dtype()) * invstd;
-    const at::Tensor shift = bn_bias->to(acc.dtype()) - center * scale;
+    const at::Tensor invstd = at::rsqrt(var.to(acc_type) + eps);
+    const at::Tensor center = mean.to(acc_type);
+    const at::Tensor scale = bn_weight->to(acc_type) * invstd;
+    const at::Tensor shift = bn_bias->to(acc_type) - center * scale;
     at::Tensor r1 = at::empty({v.C}, acc), r2 = at::empty({v.C}, acc);
     K::backward_reduce(g, y, v, scale, shift, center, negative_slope, r1, r2);
     grad_beta = r1;

@@ -357,7 +357,7 @@ std::tuple<at::Tensor, at::Tensor> gemm_conv_backward(const at::Tensor& grad_y, 
   }
   if (need_x) {
     const at::Tensor grad_cols = at::mm(gy, weight_matrix(weight));
-    at::Tensor gx = at::zeros({g.N, g.Ci, g.H, g.W}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+    at::Tensor gx = at::empty({g.N, g.Ci, g.H, g.W}, x.options().memory_format(at::MemoryFormat::ChannelsLast)).zero_();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "down_block_col2im_cpu", [&] {
       col2im_kernel<scalar_t>(grad_cols.const_data_ptr<scalar_t>(), gx.mutable_data_ptr<scalar_t>(), g);
     });
