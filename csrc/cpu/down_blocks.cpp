@@ -253,9 +253,10 @@ void apply_kernel(const at::Tensor& g_t, const at::Tensor& y_t, const ChannelVie
 // ---- the GEMM convolution for small output maps -------------------------------------------------
 // oneDNN's weight (and input) gradients are well below GEMM speed on maps of a few pixels (the
 // deep D blocks' 4x4 outputs). Up to 16 output pixels the conv is one GEMM: rows m = (n, p, t) of
-// cols (N*Ho*Wo, K*K*Ci), columns (i, j, c) = x[n, p*s + i - pad, t*s + j - pad, c] (0 outside);
-// y = cols @ Wm^T with Wm (Co, K*K*Ci) the weight in (o, i, j, c) order; grad_Wm = gy^T @ cols,
-// grad_cols = gy @ Wm scattered back by col2im.
+// cols (N*Ho*Wo, Ci*K*K), columns (c, i, j) = x[n, c, p*s + i - pad, t*s + j - pad] (0 outside),
+// so that the weight (Co, Ci, K, K) is the matrix Wm (Co, Ci*K*K) as it is: y = cols @ Wm^T,
+// grad_Wm = gy^T @ cols, grad_cols = gy @ Wm scattered back by col2im. x is read NCHW (one
+// image's planes are a few KB: cached), cols written in order.
 
 bool use_gemm(const at::Tensor& x, const at::Tensor& weight, int64_t stride, int64_t padding) {
   const int64_t k = weight.size(2);
@@ -264,31 +265,30 @@ bool use_gemm(const at::Tensor& x, const at::Tensor& weight, int64_t stride, int
 }
 
 struct ConvGeom {
-  int64_t N, H, W, Ci, K, S, P, Ho, Wo;
+  int64_t N, Ci, H, W, K, S, P, Ho, Wo;
 };
 
 ConvGeom conv_geom(const at::Tensor& x, const at::Tensor& weight, int64_t stride, int64_t padding) {
   const int64_t k = weight.size(2);
-  return {x.size(0), x.size(2), x.size(3), x.size(1), k, stride, padding, (x.size(2) + 2 * padding - k) / stride + 1,
+  return {x.size(0), x.size(1), x.size(2), x.size(3), k, stride, padding, (x.size(2) + 2 * padding - k) / stride + 1,
           (x.size(3) + 2 * padding - k) / stride + 1};
 }
 
-// x: NHWC-dense data.
+// x: NCHW-dense data.
 template <typename T>
 void im2col_kernel(const T* x, T* cols, const ConvGeom& g) {
-  const int64_t row = g.K * g.K * g.Ci;
-  at::parallel_for(0, g.N * g.Ho * g.Wo, 4, [&](int64_t begin, int64_t end) {
+  const int64_t row = g.Ci * g.K * g.K;
+  at::parallel_for(0, g.N * g.Ho * g.Wo, 1, [&](int64_t begin, int64_t end) {
     for (int64_t m = begin; m < end; ++m) {
       const int64_t n = m / (g.Ho * g.Wo), p = (m / g.Wo) % g.Ho, t = m % g.Wo;
       T* dst = cols + m * row;
-      for (int64_t i = 0; i < g.K; ++i) {
-        const int64_t q = p * g.S + i - g.P;
-        for (int64_t j = 0; j < g.K; ++j, dst += g.Ci) {
-          const int64_t v = t * g.S + j - g.P;
-          if (q < 0 || q >= g.H || v < 0 || v >= g.W) {
-            std::fill_n(dst, g.Ci, T(0));
-          } else {
-            std::copy_n(x + ((n * g.H + q) * g.W + v) * g.Ci, g.Ci, dst);
+      for (int64_t c = 0; c < g.Ci; ++c) {
+        const T* plane = x + (n * g.Ci + c) * g.H * g.W;
+        for (int64_t i = 0; i < g.K; ++i) {
+          const int64_t q = p * g.S + i - g.P;
+          for (int64_t j = 0; j < g.K; ++j) {
+            const int64_t v = t * g.S + j - g.P;
+            *dst++ = (q < 0 || q >= g.H || v < 0 || v >= g.W) ? T(0) : plane[q * g.W + v];
           }
         }
       }
@@ -296,25 +296,24 @@ void im2col_kernel(const T* x, T* cols, const ConvGeom& g) {
   });
 }
 
-// gx (NHWC-dense, zeroed) += the adjoint of im2col; one image per task (their pixels are disjoint).
+// gx (NCHW-dense, zeroed) += the adjoint of im2col; one image per task (their pixels are disjoint).
 template <typename T>
 void col2im_kernel(const T* cols, T* gx, const ConvGeom& g) {
   using acc_t = at::opmath_type<T>;
-  const int64_t row = g.K * g.K * g.Ci;
+  const int64_t row = g.Ci * g.K * g.K;
   at::parallel_for(0, g.N, 1, [&](int64_t begin, int64_t end) {
     for (int64_t n = begin; n < end; ++n) {
-      for (int64_t p = 0; p < g.Ho; ++p) {
-        for (int64_t t = 0; t < g.Wo; ++t) {
-          const T* src = cols + ((n * g.Ho + p) * g.Wo + t) * row;
+      for (int64_t pt = 0; pt < g.Ho * g.Wo; ++pt) {
+        const int64_t p = pt / g.Wo, t = pt % g.Wo;
+        const T* src = cols + (n * g.Ho * g.Wo + pt) * row;
+        for (int64_t c = 0; c < g.Ci; ++c) {
+          T* plane = gx + (n * g.Ci + c) * g.H * g.W;
           for (int64_t i = 0; i < g.K; ++i) {
             const int64_t q = p * g.S + i - g.P;
-            for (int64_t j = 0; j < g.K; ++j, src += g.Ci) {
+            for (int64_t j = 0; j < g.K; ++j, ++src) {
               const int64_t v = t * g.S + j - g.P;
               if (q < 0 || q >= g.H || v < 0 || v >= g.W) continue;
-              T* __restrict__ dst = gx + ((n * g.H + q) * g.W + v) * g.Ci;
-              const T* __restrict__ s = src;
-#pragma omp simd
-              for (int64_t c = 0; c < g.Ci; ++c) dst[c] = static_cast<T>(static_cast<acc_t>(dst[c]) + static_cast<acc_t>(s[c]));
+              plane[q * g.W + v] = static_cast<T>(static_cast<acc_t>(plane[q * g.W + v]) + static_cast<acc_t>(*src));
             }
           }
         }
@@ -323,25 +322,20 @@ void col2im_kernel(const T* cols, T* gx, const ConvGeom& g) {
   });
 }
 
-at::Tensor im2col(const at::Tensor& x_cl, const ConvGeom& g) {
-  at::Tensor cols = at::empty({g.N * g.Ho * g.Wo, g.K * g.K * g.Ci}, x_cl.options().memory_format(at::MemoryFormat::Contiguous));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x_cl.scalar_type(), "down_block_im2col_cpu", [&] {
-    im2col_kernel<scalar_t>(x_cl.const_data_ptr<scalar_t>(), cols.mutable_data_ptr<scalar_t>(), g);
+at::Tensor im2col(const at::Tensor& x, const ConvGeom& g) {
+  const at::Tensor xd = blocks::dense(x, at::MemoryFormat::Contiguous);
+  at::Tensor cols = at::empty({g.N * g.Ho * g.Wo, g.Ci * g.K * g.K}, xd.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, xd.scalar_type(), "down_block_im2col_cpu", [&] {
+    im2col_kernel<scalar_t>(xd.const_data_ptr<scalar_t>(), cols.mutable_data_ptr<scalar_t>(), g);
   });
   return cols;
 }
 
-// The weight (Co, Ci, K, K) as Wm (Co, K*K*Ci).
-at::Tensor weight_matrix(const at::Tensor& weight) {
-  return weight.permute({0, 2, 3, 1}).contiguous().view({weight.size(0), -1});
-}
-
 at::Tensor gemm_conv(const at::Tensor& x, const at::Tensor& weight, int64_t stride, int64_t padding) {
   const ConvGeom g = conv_geom(x, weight, stride, padding);
-  const at::Tensor cols = im2col(blocks::dense(x, at::MemoryFormat::ChannelsLast), g);
-  const at::Tensor y = at::mm(cols, weight_matrix(weight).t());  // (N*Ho*Wo, Co)
-  const at::Tensor y_cl = y.view({g.N, g.Ho, g.Wo, weight.size(0)}).permute({0, 3, 1, 2});
-  return blocks::dense(y_cl, blocks::caller_format(x));
+  const int64_t co = weight.size(0);
+  const at::Tensor y = at::mm(im2col(x, g), weight.reshape({co, -1}).t());  // (N*Ho*Wo, Co)
+  return blocks::dense(y.view({g.N, g.Ho, g.Wo, co}).permute({0, 3, 1, 2}), blocks::caller_format(x));
 }
 
 std::tuple<at::Tensor, at::Tensor> gemm_conv_backward(const at::Tensor& grad_y, const at::Tensor& x,
@@ -351,13 +345,10 @@ std::tuple<at::Tensor, at::Tensor> gemm_conv_backward(const at::Tensor& grad_y, 
   const int64_t co = weight.size(0);
   const at::Tensor gy = blocks::dense(grad_y, at::MemoryFormat::ChannelsLast).permute({0, 2, 3, 1}).reshape({-1, co});
   at::Tensor grad_x, grad_w;
-  if (need_w) {
-    const at::Tensor cols = im2col(blocks::dense(x, at::MemoryFormat::ChannelsLast), g);
-    grad_w = at::mm(gy.t(), cols).view({co, g.K, g.K, g.Ci}).permute({0, 3, 1, 2}).contiguous();
-  }
+  if (need_w) grad_w = at::mm(gy.t(), im2col(x, g)).view(weight.sizes());
   if (need_x) {
-    const at::Tensor grad_cols = at::mm(gy, weight_matrix(weight));
-    at::Tensor gx = at::empty({g.N, g.Ci, g.H, g.W}, x.options().memory_format(at::MemoryFormat::ChannelsLast)).zero_();
+    const at::Tensor grad_cols = at::mm(gy, weight.reshape({co, -1}));
+    at::Tensor gx = at::zeros({g.N, g.Ci, g.H, g.W}, x.options());
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "down_block_col2im_cpu", [&] {
       col2im_kernel<scalar_t>(grad_cols.const_data_ptr<scalar_t>(), gx.mutable_data_ptr<scalar_t>(), g);
     });
