@@ -68,8 +68,9 @@ class D_GET_LOGITS(nn.Module):
         if conv.stride != (1, 1) or weight.shape[1] != ch + self.ef_dim:
             raise ValueError(f"jointConv: expected a stride-1 conv over {ch} + {self.ef_dim} channels, "
                              f"got {tuple(weight.shape)} with stride {conv.stride}")
-        code = tiled_code_conv(c_code.reshape(-1, self.ef_dim), weight[:, ch:], (4, 4), conv.padding[0])
-        return run_down_block(conv, bn, slope, h_code, addend=code.to(h_code.dtype), weight=weight[:, :ch])
+        weight_h, weight_c = weight.split([ch, self.ef_dim], 1)  # one grad copy back (no zero-filled slices)
+        code = tiled_code_conv(c_code.reshape(-1, self.ef_dim), weight_c, (4, 4), conv.padding[0])
+        return run_down_block(conv, bn, slope, h_code, addend=code.to(h_code.dtype), weight=weight_h)
 
 
 class _DNet(nn.Module):

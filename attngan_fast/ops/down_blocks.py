@@ -7,10 +7,10 @@ the jointConv of D_GET_LOGITS; kernels in csrc/*down_blocks*).
   reduce and one apply pass. ``bn=None``: conv -> LeakyReLU (the first conv of
   encode_image_by_16times), in place on the conv output.
 - ``tiled_code_conv(code, weight, size, padding)``: the conv (stride 1) of a code tiled over a
-  ``size`` map, i.e. jointConv's share of the sentence embedding, computed as
-  ``code @ (the weight's taps summed over the positions each output reads)``: the tap sums
-  ``rows @ W @ cols^T`` with 0/1 masks of the valid taps, then one (B, E) x (E, Co*Ho*Wo)
-  product instead of a convolution over E tiled channels.
+  ``size`` map, i.e. jointConv's share of the sentence embedding: the code through each tap,
+  ``taps = code @ W`` ((B, E) x (E, Co*K*K), one product per tap instead of per tap and
+  position), then per output position the sum of the taps it reads, ``rows @ taps @ cols^T``
+  with 0/1 masks (Ho, K), (Wo, K) of the valid taps.
 
 BatchNorm follows ``F.batch_norm`` as in :mod:`attngan_fast.ops.blocks` (batch statistics and a
 running-stat update when training, the running statistics otherwise).
@@ -109,18 +109,17 @@ def _tap_masks(size: int, k: int, padding: int, like: Tensor) -> Tensor:
 def tiled_code_conv(code: Tensor, weight: Tensor, size: tuple[int, int], padding: int) -> Tensor:
     """conv2d (stride 1, no bias) of ``code`` tiled over a ``size`` map, without tiling it.
 
-    code: (B, E), weight: (Co, E, K, K) -> (B, Co, Ho, Wo) contiguous. Equal to
+    code: (B, E), weight: (Co, E, K, K) -> (B, Co, Ho, Wo). Equal to
     :func:`tiled_code_conv_reference` up to float rounding (sums in another order).
     """
     if code.dim() != 2 or weight.dim() != 4 or weight.shape[1] != code.shape[1] or weight.shape[2] != weight.shape[3]:
         raise ValueError(f"code, weight: expected (B, E) and (Co, E, K, K), got {tuple(code.shape)} and "
                          f"{tuple(weight.shape)}")
-    k = weight.shape[2]
+    (b, e), (co, _, k, _) = code.shape, weight.shape
+    taps = (code.to(weight.dtype) @ weight.transpose(0, 1).reshape(e, -1)).view(b, co, k, k)  # the code per tap
     rows = _tap_masks(size[0], k, padding, weight)
     cols = _tap_masks(size[1], k, padding, weight)
-    sums = torch.einsum("pi,oeij,tj->eopt", rows, weight, cols)  # (E, Co, Ho, Wo): the taps each output reads
-    b, e = code.shape
-    return (code.to(sums.dtype) @ sums.reshape(e, -1)).view(b, weight.shape[0], rows.shape[0], cols.shape[0])
+    return rows @ taps @ cols.t()  # each output position sums the taps it reads
 
 
 def tiled_code_conv_reference(code: Tensor, weight: Tensor, size: tuple[int, int], padding: int) -> Tensor:
