@@ -11,7 +11,6 @@ import copy
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 import attngan_fast
 from attngan_fast import config
@@ -258,7 +257,8 @@ def test_gan_training_step_matches_between_backends(tmp_path):
                 logs[name] = trainer.train_step(batch)
             models[name] = trainer.netsD
     for k in logs["reference"]:
-        torch.testing.assert_close(logs["fast"][k], logs["reference"][k], rtol=1e-4, atol=1e-5, msg=lambda m: f"{k}: {m}")
+        torch.testing.assert_close(logs["fast"][k], logs["reference"][k], rtol=1e-4, atol=1e-5,
+                                   msg=lambda m: f"{k}: {m}")
     for d_fast, d_ref in zip(models["fast"], models["reference"]):
         for (k, a), b in zip(d_fast.state_dict().items(), d_ref.state_dict().values()):
             torch.testing.assert_close(a.float(), b.float(), rtol=1e-4, atol=1e-5, msg=lambda m: f"{k}: {m}")
@@ -390,7 +390,8 @@ def test_gradcheck(kind, training, channels_last):
     w = torch.randn(4, 3, k, k, dtype=torch.float64, requires_grad=True)
     gamma = torch.rand(4, dtype=torch.float64, requires_grad=True) + 0.5
     beta = torch.randn(4, dtype=torch.float64, requires_grad=True)
-    rm, rv = (None, None) if training else (torch.randn(4, dtype=torch.float64), torch.rand(4, dtype=torch.float64) + 0.5)
+    f64 = torch.float64
+    rm, rv = (None, None) if training else (torch.randn(4, dtype=f64), torch.rand(4, dtype=f64) + 0.5)
 
     def fn(x, w, g, b):
         bn = BatchNormArgs(g, b, rm, rv) if has_bn else None
@@ -408,7 +409,8 @@ def _op_samples(device="cpu"):
         g, b = torch.rand(4, device=device, requires_grad=True) + 0.5, torch.randn(4, device=device, requires_grad=True)
         rm, rv = torch.randn(4, device=device), torch.rand(4, device=device) + 0.5
         addend = torch.randn(2, 4, 3, 2, device=device, requires_grad=True)
-        for bn, stats, add in (((g, b), (None, None), None), ((g, b), (rm, rv), addend), ((None, None), (None, None), None)):
+        none = (None, None)
+        for bn, stats, add in (((g, b), none, None), ((g, b), (rm, rv), addend), (none, none, None)):
             training = stats[0] is None
             args = (x, w, add, *bn, *stats, 2, 1, training, 1e-5, 0.2)
             samples.append((ops.down_block, args))
@@ -458,12 +460,23 @@ def test_compile_inductor_eval():
 # ---- CUDA ---------------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def cuda_kernels():
+    """The CUDA kernels for the module dispatch (not registered by default until verified on a GPU)."""
+    from attngan_fast.ops._dispatch import fast_devices, register_devices
+
+    before = fast_devices("down_block")
+    register_devices("down_block", before | {"cuda"})
+    yield
+    register_devices("down_block", before)
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("kind", list(KINDS))
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("shape", [(2, 3, 5, 7, 9), (1, 64, 40, 8, 8), (4, 32, 16, 16, 16)])
-def test_blocks_cuda_match_modules(kind, training, channels_last, shape):
+def test_blocks_cuda_match_modules(kind, training, channels_last, shape, cuda_kernels):
     n, ci, co, h, w = shape
     if training and n * (h // 2) * (w // 2) <= 1:
         pytest.skip("train-mode BatchNorm needs more than 1 value per channel")
@@ -477,13 +490,16 @@ def test_blocks_cuda_match_modules(kind, training, channels_last, shape):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("kind", list(KINDS))
-def test_gradcheck_cuda(kind):
+def test_gradcheck_cuda(kind, cuda_kernels):
     k, stride, padding, has_bn = KINDS[kind]
     x = torch.randn(2, 3, 5, 4, dtype=torch.float64, device="cuda", requires_grad=True)
     w = torch.randn(4, 3, k, k, dtype=torch.float64, device="cuda", requires_grad=True)
     gamma = torch.rand(4, dtype=torch.float64, device="cuda", requires_grad=True)
     beta = torch.randn(4, dtype=torch.float64, device="cuda", requires_grad=True)
-    fn = lambda x, w, g, b: down_block(x, w, BatchNormArgs(g, b) if has_bn else None, True, stride, padding)  # noqa: E731
+
+    def fn(x, w, g, b):
+        return down_block(x, w, BatchNormArgs(g, b) if has_bn else None, True, stride, padding)
+
     assert torch.autograd.gradcheck(fn, (x, w, gamma, beta))
 
 

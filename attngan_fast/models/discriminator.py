@@ -36,7 +36,8 @@ class D_GET_LOGITS(nn.Module):
         self.outlogits = nn.Sequential(nn.Conv2d(ndf * 8, 1, kernel_size=4, stride=4), nn.Sigmoid())
 
     @classmethod
-    def from_modules(cls, ndf: int, nef: int, outlogits: nn.Module, jointConv: Optional[nn.Module] = None) -> "D_GET_LOGITS":
+    def from_modules(cls, ndf: int, nef: int, outlogits: nn.Module,
+                     jointConv: Optional[nn.Module] = None) -> "D_GET_LOGITS":
         """The head around existing children (shared, not copied); conditional when jointConv is given."""
         head = cls.__new__(cls)
         nn.Module.__init__(head)
