@@ -74,9 +74,11 @@ def make(kind: str, ci: int, co: int, size: int, batch: int, nef: int, channels_
     return module, x, code
 
 
+# impl outermost in the decorators = varying fastest: each pair runs back to back (a shared machine's
+# load drifts over a run)
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("passes,layout", [("fwd", "nchw"), ("fwd+bwd", "nchw"), ("fwd+bwd", "channels_last")])
 @pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("impl", IMPLS)
 def test_down_blocks(benchmark, request, impl, case, passes, layout):
     device = DEVICE
     kind, ci, co, size, batch, nef = CASES[case]
