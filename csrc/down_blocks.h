@@ -2,8 +2,8 @@
 // one fused op: conv (no bias, square kernel, any stride / padding) [+ addend] [-> BatchNorm2d]
 // -> LeakyReLU. The device-agnostic part; the device files provide the epilogue kernels.
 //
-// The convolution (the device's choice: ATen's oneDNN / cuDNN, or on the CPU one GEMM over im2col
-// rows for output maps of at most 16 pixels) gives y in x's memory format, and every epilogue kernel walks y,
+// The convolution (ATen: oneDNN / cuDNN; on the CPU its backward by GEMMs over im2col rows for
+// output maps of at most 16 pixels) gives y in x's memory format, and every epilogue kernel walks y,
 // the output and the gradients in that one layout, seen as (outer, C, inner): NCHW (N, C, H*W),
 // NHWC (N*H*W, C, 1).
 //

@@ -1,5 +1,5 @@
-// The discriminator blocks on the CPU: the convolution (oneDNN, or one GEMM for small output
-// maps), batch statistics and the fused BatchNorm + LeakyReLU epilogues (see down_blocks.h).
+// The discriminator blocks on the CPU: the convolution backward (oneDNN, or GEMMs for small
+// output maps), batch statistics and the fused BatchNorm + LeakyReLU epilogues (see down_blocks.h).
 //
 // NCHW (inner > 1): one task per (n, c) plane, the loop over the contiguous plane vectorizes with
 // the channel's constants in registers. NHWC (inner == 1): tasks of whole pixels, the loop over
@@ -250,13 +250,13 @@ void apply_kernel(const at::Tensor& g_t, const at::Tensor& y_t, const ChannelVie
   }
 }
 
-// ---- the GEMM convolution for small output maps -------------------------------------------------
-// oneDNN's weight (and input) gradients are well below GEMM speed on maps of a few pixels (the
-// deep D blocks' 4x4 outputs). Up to 16 output pixels the conv is one GEMM: rows m = (n, p, t) of
-// cols (N*Ho*Wo, Ci*K*K), columns (c, i, j) = x[n, c, p*s + i - pad, t*s + j - pad] (0 outside),
-// so that the weight (Co, Ci, K, K) is the matrix Wm (Co, Ci*K*K) as it is: y = cols @ Wm^T,
-// grad_Wm = gy^T @ cols, grad_cols = gy @ Wm scattered back by col2im. x is read NCHW (one
-// image's planes are a few KB: cached), cols written in order.
+// ---- the GEMM convolution backward for small output maps -----------------------------------------
+// oneDNN's forward is at GEMM speed, but its weight (and input) gradients are well below it on
+// maps of a few pixels (the deep D blocks' 4x4 outputs). Up to 16 output pixels the backward is
+// GEMMs: rows m = (n, p, t) of cols (N*Ho*Wo, Ci*K*K), columns (c, i, j) =
+// x[n, c, p*s + i - pad, t*s + j - pad] (0 outside), so that the weight (Co, Ci, K, K) is the
+// matrix Wm (Co, Ci*K*K) as it is: grad_Wm = gy^T @ cols, grad_cols = gy @ Wm scattered back by
+// col2im. x is read NCHW (one image's planes are a few KB: cached), cols written in order.
 
 bool use_gemm(const at::Tensor& x, const at::Tensor& weight, int64_t stride, int64_t padding) {
   const int64_t k = weight.size(2);
@@ -331,13 +331,6 @@ at::Tensor im2col(const at::Tensor& x, const ConvGeom& g) {
   return cols;
 }
 
-at::Tensor gemm_conv(const at::Tensor& x, const at::Tensor& weight, int64_t stride, int64_t padding) {
-  const ConvGeom g = conv_geom(x, weight, stride, padding);
-  const int64_t co = weight.size(0);
-  const at::Tensor y = at::mm(im2col(x, g), weight.reshape({co, -1}).t());  // (N*Ho*Wo, Co)
-  return blocks::dense(y.view({g.N, g.Ho, g.Wo, co}).permute({0, 3, 1, 2}), blocks::caller_format(x));
-}
-
 std::tuple<at::Tensor, at::Tensor> gemm_conv_backward(const at::Tensor& grad_y, const at::Tensor& x,
                                                       const at::Tensor& weight, int64_t stride, int64_t padding,
                                                       bool need_x, bool need_w) {
@@ -361,8 +354,7 @@ std::tuple<at::Tensor, at::Tensor> gemm_conv_backward(const at::Tensor& grad_y, 
 
 struct CpuDownKernels {
   static at::Tensor conv(const at::Tensor& x, const at::Tensor& weight, int64_t stride, int64_t padding) {
-    return use_gemm(x, weight, stride, padding) ? gemm_conv(x, weight, stride, padding)
-                                                : aten_conv(x, weight, stride, padding);
+    return aten_conv(x, weight, stride, padding);
   }
 
   static std::tuple<at::Tensor, at::Tensor> conv_backward(const at::Tensor& grad_y, const at::Tensor& x,
