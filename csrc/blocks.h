@@ -71,7 +71,9 @@ struct PhaseLayout {
 };
 
 // The phase GEMMs beat oneDNN's 2x2 convolution up to 8x8 maps (measured on the CPU).
-inline bool use_phase_gemm(int64_t H, int64_t W) { return H * W <= 64; }
+inline bool use_phase_gemm(int64_t H, int64_t W) {
+  return H * W <= 64;
+}
 
 struct PhaseGeom {
   int64_t N, H, W;  // conv input
@@ -142,9 +144,15 @@ inline PhaseGeom geometry(const at::Tensor& x, const at::Tensor& weight, bool up
 // The phase folds: tap r of phase row a sums the 3x3 rows first(a, r) .. last(a, r):
 //   a = 0: {0}, {1, 2};   a = 1: {0, 1}, {2}.   (Likewise columns.)
 // Unfolding: 3x3 row i receives, from phase row a, the tap unfold_tap(a, i).
-BLOCKS_HOST_DEVICE inline int fold_first(int a, int r) { return a == 0 ? r : 2 * r; }
-BLOCKS_HOST_DEVICE inline int fold_last(int a, int r) { return a == 0 ? 2 * r : r + 1; }
-BLOCKS_HOST_DEVICE inline int unfold_tap(int a, int i) { return a == 0 ? (i == 0 ? 0 : 1) : (i == 2 ? 1 : 0); }
+BLOCKS_HOST_DEVICE inline int fold_first(int a, int r) {
+  return a == 0 ? r : 2 * r;
+}
+BLOCKS_HOST_DEVICE inline int fold_last(int a, int r) {
+  return a == 0 ? 2 * r : r + 1;
+}
+BLOCKS_HOST_DEVICE inline int unfold_tap(int a, int i) {
+  return a == 0 ? (i == 0 ? 0 : 1) : (i == 2 ? 1 : 0);
+}
 
 // y = conv(x_cl, kernel, padding 1), NHWC-dense.
 inline at::Tensor run_conv(const at::Tensor& x_cl, const at::Tensor& kernel) {
@@ -156,13 +164,15 @@ inline at::Tensor run_conv(const at::Tensor& x_cl, const at::Tensor& kernel) {
 inline std::tuple<at::Tensor, at::Tensor> run_conv_backward(const at::Tensor& grad_y, const at::Tensor& x_cl,
                                                             const at::Tensor& kernel) {
   const std::vector<int64_t> one{1, 1}, zero{0, 0};
-  auto grads = at::convolution_backward(grad_y, x_cl, kernel, c10::nullopt, one, one, one, false, zero, 1,
-                                        {true, true, false});
+  auto grads =
+      at::convolution_backward(grad_y, x_cl, kernel, c10::nullopt, one, one, one, false, zero, 1, {true, true, false});
   return {std::get<0>(grads), std::get<1>(grads)};
 }
 
 // The phase kernels K (4 Co, Ci, 2, 2) as four (Co, 4 Ci) matrices, columns (c, r, s).
-inline at::Tensor phase_matrices(const at::Tensor& k) { return k.view({4, k.size(0) / 4, 4 * k.size(1)}); }
+inline at::Tensor phase_matrices(const at::Tensor& k) {
+  return k.view({4, k.size(0) / 4, 4 * k.size(1)});
+}
 
 // y: the (phase) convolution of x_cl (channels_last) with W (Co, Ci, 3, 3), laid out as g says.
 template <class K>
@@ -199,7 +209,8 @@ std::tuple<at::Tensor, at::Tensor> conv_backward(const at::Tensor& grad_y, const
   const at::Tensor gy = grad_y.permute({0, 2, 3, 1}).reshape({4, m, g.Co});
   const at::Tensor kmat = phase_matrices(k);
   at::Tensor grad_k = at::empty({4, g.Co, 4 * ci}, gy.options().memory_format(at::MemoryFormat::Contiguous));
-  at::Tensor grad_x = at::empty({g.N, ci, g.H, g.W}, gy.options().memory_format(at::MemoryFormat::ChannelsLast)).zero_();
+  at::Tensor grad_x =
+      at::empty({g.N, ci, g.H, g.W}, gy.options().memory_format(at::MemoryFormat::ChannelsLast)).zero_();
   at::Tensor cols = at::empty({m, 4 * ci}, grad_k.options()), grad_cols = at::empty_like(cols);
   for (int phase = 0; phase < 4; ++phase) {
     K::im2col_phase(x_cl, g, phase, cols);
@@ -221,9 +232,9 @@ inline at::Tensor empty_conv_out(const PhaseGeom& g, const at::Tensor& like) {
 
 // The BatchNorm of one block as per-channel affine z = y * scale + shift, plus its statistics.
 struct BatchNormAffine {
-  at::Tensor mean, var;      // returned to the caller (batch stats, or copies of the running stats)
-  at::Tensor invstd;         // 1 / sqrt(var + eps)
-  at::Tensor scale, shift;   // gamma * invstd, beta - mean * scale   (opmath dtype)
+  at::Tensor mean, var;     // returned to the caller (batch stats, or copies of the running stats)
+  at::Tensor invstd;        // 1 / sqrt(var + eps)
+  at::Tensor scale, shift;  // gamma * invstd, beta - mean * scale   (opmath dtype)
 };
 
 template <class K>
@@ -232,8 +243,8 @@ BatchNormAffine batch_norm_affine(const at::Tensor& y, const PhaseGeom& g, const
                                   const c10::optional<at::Tensor>& running_var, bool training, double eps,
                                   const char* op) {
   const auto acc = opmath_dtype(y);
-  TORCH_CHECK(bn_weight.numel() == g.Co && bn_bias.numel() == g.Co, op, ": BatchNorm weight and bias must have ",
-              g.Co, " elements, got ", bn_weight.numel(), " and ", bn_bias.numel());
+  TORCH_CHECK(bn_weight.numel() == g.Co && bn_bias.numel() == g.Co, op, ": BatchNorm weight and bias must have ", g.Co,
+              " elements, got ", bn_weight.numel(), " and ", bn_bias.numel());
   BatchNormAffine bn;
   if (training) {
     TORCH_CHECK(g.count() > 1, op, ": expected more than 1 value per channel when training, got ", g.count());
@@ -243,8 +254,8 @@ BatchNormAffine batch_norm_affine(const at::Tensor& y, const PhaseGeom& g, const
   } else {
     TORCH_CHECK(running_mean.has_value() && running_var.has_value(), op,
                 ": running_mean and running_var are required when not training");
-    TORCH_CHECK(running_mean->numel() == g.Co && running_var->numel() == g.Co, op, ": running stats must have ",
-                g.Co, " elements");
+    TORCH_CHECK(running_mean->numel() == g.Co && running_var->numel() == g.Co, op, ": running stats must have ", g.Co,
+                " elements");
     bn.mean = running_mean->to(acc, /*non_blocking=*/false, /*copy=*/true);
     bn.var = running_var->to(acc, /*non_blocking=*/false, /*copy=*/true);
   }
@@ -317,10 +328,12 @@ std::tuple<at::Tensor, at::Tensor> upsample_conv3x3_backward(const at::Tensor& g
 // batch statistics (biased var) when training, else copies of the running statistics.
 
 template <class K>
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> up_block(
-    const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bn_weight, const at::Tensor& bn_bias,
-    const c10::optional<at::Tensor>& running_mean, const c10::optional<at::Tensor>& running_var, bool upsample,
-    bool training, double eps) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> up_block(const at::Tensor& x, const at::Tensor& weight,
+                                                                    const at::Tensor& bn_weight,
+                                                                    const at::Tensor& bn_bias,
+                                                                    const c10::optional<at::Tensor>& running_mean,
+                                                                    const c10::optional<at::Tensor>& running_var,
+                                                                    bool upsample, bool training, double eps) {
   check_block_input(x, weight, "up_block");
   TORCH_CHECK(weight.size(0) % 2 == 0, "up_block: GLU needs an even conv channel count, got ", weight.size(0));
   const PhaseGeom g = geometry(x, weight, upsample);
@@ -335,8 +348,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> up_block(
 template <class K>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> up_block_backward(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bn_weight,
-    const at::Tensor& bn_bias, const at::Tensor& conv_out, const at::Tensor& mean, const at::Tensor& var,
-    bool upsample, bool training, double eps) {
+    const at::Tensor& bn_bias, const at::Tensor& conv_out, const at::Tensor& mean, const at::Tensor& var, bool upsample,
+    bool training, double eps) {
   check_block_input(x, weight, "up_block_backward");
   const PhaseGeom g = geometry(x, weight, upsample);
   const auto fmt = caller_format(x);
@@ -363,19 +376,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     double eps1, double eps2) {
   check_block_input(x, weight1, "res_block");
   const int64_t c = x.size(1);
-  TORCH_CHECK(weight1.size(0) == 2 * c, "res_block: weight1 must be (2C, C, 3, 3) = (", 2 * c, ", ", c,
-              ", 3, 3), got ", weight1.sizes());
-  TORCH_CHECK(weight2.sizes() == at::IntArrayRef({c, c, 3, 3}), "res_block: weight2 must be (C, C, 3, 3) = (", c,
-              ", ", c, ", 3, 3), got ", weight2.sizes());
+  TORCH_CHECK(weight1.size(0) == 2 * c, "res_block: weight1 must be (2C, C, 3, 3) = (", 2 * c, ", ", c, ", 3, 3), got ",
+              weight1.sizes());
+  TORCH_CHECK(weight2.sizes() == at::IntArrayRef({c, c, 3, 3}), "res_block: weight2 must be (C, C, 3, 3) = (", c, ", ",
+              c, ", 3, 3), got ", weight2.sizes());
   const PhaseGeom g1 = geometry(x, weight1, false), g2 = geometry(x, weight2, false);
   const at::Tensor y1 = conv_forward<K>(x.contiguous(at::MemoryFormat::ChannelsLast), weight1, g1);
-  const BatchNormAffine bn1 = batch_norm_affine<K>(y1, g1, bn1_weight, bn1_bias, running_mean1, running_var1,
-                                                   training, eps1, "res_block");
+  const BatchNormAffine bn1 =
+      batch_norm_affine<K>(y1, g1, bn1_weight, bn1_bias, running_mean1, running_var1, training, eps1, "res_block");
   at::Tensor hidden = empty_conv_out(g2, x);
   K::forward_epilogue(Epilogue::kGlu, y1, g1, bn1.scale, bn1.shift, at::Tensor(), hidden);
   const at::Tensor y2 = conv_forward<K>(hidden, weight2, g2);
-  const BatchNormAffine bn2 = batch_norm_affine<K>(y2, g2, bn2_weight, bn2_bias, running_mean2, running_var2,
-                                                   training, eps2, "res_block");
+  const BatchNormAffine bn2 =
+      batch_norm_affine<K>(y2, g2, bn2_weight, bn2_bias, running_mean2, running_var2, training, eps2, "res_block");
   const auto fmt = caller_format(x);
   at::Tensor out = empty_output(g2, c, x, fmt);
   K::forward_epilogue(Epilogue::kResidual, y2, g2, bn2.scale, bn2.shift, x.contiguous(fmt), out);
@@ -386,18 +399,18 @@ template <class K>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> res_block_backward(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight1, const at::Tensor& bn1_weight,
     const at::Tensor& bn1_bias, const at::Tensor& conv1_out, const at::Tensor& mean1, const at::Tensor& var1,
-    const at::Tensor& hidden, const at::Tensor& weight2, const at::Tensor& bn2_weight, const at::Tensor& conv2_out, const at::Tensor& mean2, const at::Tensor& var2, bool training, double eps1,
-    double eps2) {
+    const at::Tensor& hidden, const at::Tensor& weight2, const at::Tensor& bn2_weight, const at::Tensor& conv2_out,
+    const at::Tensor& mean2, const at::Tensor& var2, bool training, double eps1, double eps2) {
   check_block_input(x, weight1, "res_block_backward");
   const PhaseGeom g1 = geometry(x, weight1, false), g2 = geometry(x, weight2, false);
   const auto fmt = caller_format(x);
-  TORCH_CHECK(grad_out.sizes() == x.sizes(), "res_block_backward: grad_out has shape ", grad_out.sizes(),
-              ", expected ", x.sizes());
+  TORCH_CHECK(grad_out.sizes() == x.sizes(), "res_block_backward: grad_out has shape ", grad_out.sizes(), ", expected ",
+              x.sizes());
   const at::Tensor g = dense_grad(grad_out, fmt);
   const at::Tensor h = dense(hidden, at::MemoryFormat::ChannelsLast);
-  auto [grad_y2, grad_gamma2, grad_beta2] = batch_norm_epilogue_backward<K>(
-      Epilogue::kResidual, g, dense(conv2_out, at::MemoryFormat::ChannelsLast), g2, bn2_weight, at::Tensor(), mean2,
-      var2, training, eps2);
+  auto [grad_y2, grad_gamma2, grad_beta2] =
+      batch_norm_epilogue_backward<K>(Epilogue::kResidual, g, dense(conv2_out, at::MemoryFormat::ChannelsLast), g2,
+                                      bn2_weight, at::Tensor(), mean2, var2, training, eps2);
   auto [grad_h, grad_w2] = conv_backward<K>(grad_y2, h, weight2, g2);
   auto [grad_y1, grad_gamma1, grad_beta1] = batch_norm_epilogue_backward<K>(
       Epilogue::kGlu, dense(grad_h, at::MemoryFormat::ChannelsLast), dense(conv1_out, at::MemoryFormat::ChannelsLast),

@@ -43,10 +43,12 @@ TORCH_LIBRARY(attngan_fast, m) {
   //      attn (B, T, H, W) caption i's attention on image i (zero at t >= cap_lens[i]) when
   //      need_attention, else (0, T, H, W)
   // The backward recomputes the attention and returns (grad_words (B, D, T), grad_regions (B, D, H, W)).
-  m.def("damsm_word_similarity(Tensor words, Tensor cap_lens, Tensor regions, float gamma1, float gamma2, "
-        "bool need_attention) -> (Tensor, Tensor)");
-  m.def("damsm_word_similarity_backward(Tensor grad_sim, Tensor words, Tensor cap_lens, Tensor regions, "
-        "float gamma1, float gamma2) -> (Tensor, Tensor)");
+  m.def(
+      "damsm_word_similarity(Tensor words, Tensor cap_lens, Tensor regions, float gamma1, float gamma2, "
+      "bool need_attention) -> (Tensor, Tensor)");
+  m.def(
+      "damsm_word_similarity_backward(Tensor grad_sim, Tensor words, Tensor cap_lens, Tensor regions, "
+      "float gamma1, float gamma2) -> (Tensor, Tensor)");
 
   // The generator blocks (csrc/blocks.h; cpu/blocks.cpp, cuda/blocks.cu). x (N, Ci, H, W); conv
   // weights (Co, Ci, 3, 3), padding 1, no bias; S = 2 with upsample (nearest 2x first), else 1.

@@ -40,14 +40,14 @@
 namespace attngan_fast {
 namespace {
 
-constexpr int64_t kLanes = 16;    // regions per vector
-constexpr int kVecs = 2;          // vectors per step: independent chains for the FMA pipes
+constexpr int64_t kLanes = 16;             // regions per vector
+constexpr int kVecs = 2;                   // vectors per step: independent chains for the FMA pipes
 constexpr int64_t kStep = kVecs * kLanes;  // regions per step
-constexpr int64_t kTile = 128;    // regions per staged tile (a multiple of kStep)
-constexpr int64_t kChunk = 1024;  // regions per backward task, each with its own word-gradient slot
-constexpr int64_t kCBlock = 8;    // channels are padded to a multiple of this (the combine block)
-constexpr int64_t kTBlock = 8;    // words per projection block
-constexpr int64_t kDwBlock = 4;   // (channels x words) block of the word-gradient kernel
+constexpr int64_t kTile = 128;             // regions per staged tile (a multiple of kStep)
+constexpr int64_t kChunk = 1024;           // regions per backward task, each with its own word-gradient slot
+constexpr int64_t kCBlock = 8;             // channels are padded to a multiple of this (the combine block)
+constexpr int64_t kTBlock = 8;             // words per projection block
+constexpr int64_t kDwBlock = 4;            // (channels x words) block of the word-gradient kernel
 
 // GCC/Clang vector extension: kLanes values of the accumulation type (fp32, or fp64 for double
 // inputs), lowered to whatever SIMD the target has.
@@ -117,7 +117,9 @@ inline vec_t<double> vexp_nonpositive(vec_t<double> x) {
   return x;
 }
 
-int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+int64_t round_up(int64_t x, int64_t m) {
+  return (x + m - 1) / m * m;
+}
 
 struct Geometry {
   int64_t B, C, T, Q;
@@ -127,7 +129,11 @@ struct Geometry {
 
 Geometry make_geometry(const at::Tensor& h, const at::Tensor& words) {
   const int64_t C = h.size(1), T = words.size(2);
-  return {h.size(0), C, T, h.size(2) * h.size(3), round_up(std::max<int64_t>(C, 1), kCBlock),
+  return {h.size(0),
+          C,
+          T,
+          h.size(2) * h.size(3),
+          round_up(std::max<int64_t>(C, 1), kCBlock),
           round_up(std::max<int64_t>(T, 1), kDwBlock)};
 }
 
@@ -258,14 +264,30 @@ inline void project(const acc_t* x, int64_t C, const acc_t* w, int64_t tv, acc_t
     const int64_t tb = (tv - t) / (blocks - i);  // the remaining words over the remaining blocks
     acc_t* o = out + t * kTile;
     switch (tb) {
-      case 1: project_block<1>(x, C, w + t, tv, o); break;
-      case 2: project_block<2>(x, C, w + t, tv, o); break;
-      case 3: project_block<3>(x, C, w + t, tv, o); break;
-      case 4: project_block<4>(x, C, w + t, tv, o); break;
-      case 5: project_block<5>(x, C, w + t, tv, o); break;
-      case 6: project_block<6>(x, C, w + t, tv, o); break;
-      case 7: project_block<7>(x, C, w + t, tv, o); break;
-      default: project_block<kTBlock>(x, C, w + t, tv, o); break;
+      case 1:
+        project_block<1>(x, C, w + t, tv, o);
+        break;
+      case 2:
+        project_block<2>(x, C, w + t, tv, o);
+        break;
+      case 3:
+        project_block<3>(x, C, w + t, tv, o);
+        break;
+      case 4:
+        project_block<4>(x, C, w + t, tv, o);
+        break;
+      case 5:
+        project_block<5>(x, C, w + t, tv, o);
+        break;
+      case 6:
+        project_block<6>(x, C, w + t, tv, o);
+        break;
+      case 7:
+        project_block<7>(x, C, w + t, tv, o);
+        break;
+      default:
+        project_block<kTBlock>(x, C, w + t, tv, o);
+        break;
     }
     t += tb;
   }
@@ -481,7 +503,8 @@ void backward_kernel(const Geometry& geo, const Pointers<scalar_t>& ptr, scalar_
       }
       acc_t* slot = slots.get() + task * per_sample;
       for (int64_t c = 0; c < geo.C; ++c) {
-        for (int64_t j = 0; j < ws.tv; ++j) slot[c * geo.T + ws.valid[j]] = vsum<acc_t>(vload(ws.dwv.get() + (c * tp + j) * kLanes));
+        for (int64_t j = 0; j < ws.tv; ++j)
+          slot[c * geo.T + ws.valid[j]] = vsum<acc_t>(vload(ws.dwv.get() + (c * tp + j) * kLanes));
       }
     }
   });
@@ -508,7 +531,9 @@ void check_inputs(const char* op, const at::Tensor& h, const at::Tensor& words, 
   }
 }
 
-const bool* mask_data(const at::Tensor& mask) { return mask.defined() ? mask.const_data_ptr<bool>() : nullptr; }
+const bool* mask_data(const at::Tensor& mask) {
+  return mask.defined() ? mask.const_data_ptr<bool>() : nullptr;
+}
 
 std::tuple<at::Tensor, at::Tensor> word_region_attention_cpu(const at::Tensor& h_in, const at::Tensor& words_in,
                                                              const std::optional<at::Tensor>& mask_in,
@@ -518,8 +543,8 @@ std::tuple<at::Tensor, at::Tensor> word_region_attention_cpu(const at::Tensor& h
   const at::Tensor h = h_in.contiguous(), words = words_in.contiguous();
   const at::Tensor mask = mask_in.has_value() ? mask_in->contiguous() : at::Tensor();
   at::Tensor ctx = at::empty(h.sizes(), h.options());
-  at::Tensor weights = need_weights ? at::empty({geo.B, geo.T, h.size(2), h.size(3)}, h.options())
-                                    : at::empty({0}, h.options());
+  at::Tensor weights =
+      need_weights ? at::empty({geo.B, geo.T, h.size(2), h.size(3)}, h.options()) : at::empty({0}, h.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "word_region_attention_cpu", [&] {
     forward_kernel<scalar_t>(geo, {h.const_data_ptr<scalar_t>(), words.const_data_ptr<scalar_t>(), mask_data(mask),
                                    nullptr, nullptr, nullptr, ctx.mutable_data_ptr<scalar_t>(),
@@ -551,13 +576,12 @@ std::tuple<at::Tensor, at::Tensor> word_region_attention_backward_cpu(
   at::Tensor grad_h = at::empty(h.sizes(), h.options());
   at::Tensor grad_words = at::empty(words.sizes(), words.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "word_region_attention_backward_cpu", [&] {
-    backward_kernel<scalar_t>(geo,
-                              {h.const_data_ptr<scalar_t>(), words.const_data_ptr<scalar_t>(), mask_data(mask),
-                               grad_ctx.const_data_ptr<scalar_t>(),
-                               has_grad_w ? grad_w.const_data_ptr<scalar_t>() : nullptr,
-                               has_saved_w ? saved_w.const_data_ptr<scalar_t>() : nullptr,
-                               grad_h.mutable_data_ptr<scalar_t>(), nullptr},
-                              grad_words.mutable_data_ptr<scalar_t>());
+    backward_kernel<scalar_t>(
+        geo,
+        {h.const_data_ptr<scalar_t>(), words.const_data_ptr<scalar_t>(), mask_data(mask),
+         grad_ctx.const_data_ptr<scalar_t>(), has_grad_w ? grad_w.const_data_ptr<scalar_t>() : nullptr,
+         has_saved_w ? saved_w.const_data_ptr<scalar_t>() : nullptr, grad_h.mutable_data_ptr<scalar_t>(), nullptr},
+        grad_words.mutable_data_ptr<scalar_t>());
   });
   return {grad_h, grad_words};
 }

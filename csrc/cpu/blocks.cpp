@@ -430,8 +430,8 @@ void forward_kernel(const at::Tensor& y_t, const PhaseGeom& g, const at::Tensor&
       T* orow = out.row(n, r, out_buf.data());
       const T* rrow = mode == Epilogue::kResidual ? res.read(n, r, res_buf.data()) : nullptr;
       for (int64_t u = 0; u < Wo; ++u) {
-        forward_pixel<T, mode>(y + L.offset(n, r, u), rrow ? rrow + u * Cout : nullptr,
-                               orow + u * Cout, scale, shift, Cout);
+        forward_pixel<T, mode>(y + L.offset(n, r, u), rrow ? rrow + u * Cout : nullptr, orow + u * Cout, scale, shift,
+                               Cout);
       }
       out.flush(n, r, out_buf.data());
     }
@@ -462,8 +462,7 @@ void reduce_kernel(const at::Tensor& grad_t, const at::Tensor& y_t, const PhaseG
       const int64_t n = row / Ho, r = row % Ho;
       const T* grow = grad.read(n, r, grad_buf.data());
       for (int64_t u = 0; u < Wo; ++u) {
-        reduce_pixel<T, mode>(y + L.offset(n, r, u), grow + u * Cg, scale, shift, center, s1, s2,
-                              Cg);
+        reduce_pixel<T, mode>(y + L.offset(n, r, u), grow + u * Cg, scale, shift, center, s1, s2, Cg);
       }
     }
   });
@@ -496,8 +495,8 @@ void zero_unused_border(T* gy, const PhaseGeom& g) {
 
 template <typename T, Epilogue mode>
 void apply_kernel(const at::Tensor& grad_t, const at::Tensor& y_t, const PhaseGeom& g, const at::Tensor& scale_t,
-                  const at::Tensor& shift_t, const at::Tensor& center_t, const at::Tensor& A_t,
-                  const at::Tensor& B_t, const at::Tensor& D_t, const at::Tensor& grad_y_t) {
+                  const at::Tensor& shift_t, const at::Tensor& center_t, const at::Tensor& A_t, const at::Tensor& B_t,
+                  const at::Tensor& D_t, const at::Tensor& grad_y_t) {
   using acc_t = at::opmath_type<T>;
   const T* y = ptr<T>(y_t);
   const acc_t* scale = ptr<acc_t>(scale_t);
@@ -527,13 +526,21 @@ void apply_kernel(const at::Tensor& grad_t, const at::Tensor& y_t, const PhaseGe
 
 // ---- the Kernels interface of blocks.h -------------------------------------------------------
 
-at::Tensor dense_vec(const at::Tensor& t) { return t.defined() ? t.contiguous() : t; }
+at::Tensor dense_vec(const at::Tensor& t) {
+  return t.defined() ? t.contiguous() : t;
+}
 
-#define BLOCKS_DISPATCH_MODE(mode, KERNEL, ...)                                   \
-  switch (mode) {                                                                \
-    case Epilogue::kCopy: KERNEL<scalar_t, Epilogue::kCopy>(__VA_ARGS__); break; \
-    case Epilogue::kGlu: KERNEL<scalar_t, Epilogue::kGlu>(__VA_ARGS__); break;   \
-    case Epilogue::kResidual: KERNEL<scalar_t, Epilogue::kResidual>(__VA_ARGS__); break; \
+#define BLOCKS_DISPATCH_MODE(mode, KERNEL, ...)           \
+  switch (mode) {                                         \
+    case Epilogue::kCopy:                                 \
+      KERNEL<scalar_t, Epilogue::kCopy>(__VA_ARGS__);     \
+      break;                                              \
+    case Epilogue::kGlu:                                  \
+      KERNEL<scalar_t, Epilogue::kGlu>(__VA_ARGS__);      \
+      break;                                              \
+    case Epilogue::kResidual:                             \
+      KERNEL<scalar_t, Epilogue::kResidual>(__VA_ARGS__); \
+      break;                                              \
   }
 
 struct CpuBlockKernels {
@@ -556,13 +563,15 @@ struct CpuBlockKernels {
 
   static void im2col_phase(const at::Tensor& x_cl, const PhaseGeom& g, int phase, const at::Tensor& cols) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x_cl.scalar_type(), "im2col_phase_cpu", [&] {
-      im2col_kernel<scalar_t>(x_cl.const_data_ptr<scalar_t>(), cols.mutable_data_ptr<scalar_t>(), g, phase, x_cl.size(1));
+      im2col_kernel<scalar_t>(x_cl.const_data_ptr<scalar_t>(), cols.mutable_data_ptr<scalar_t>(), g, phase,
+                              x_cl.size(1));
     });
   }
 
   static void col2im_phase_add(const at::Tensor& cols, const PhaseGeom& g, int phase, const at::Tensor& gx) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, cols.scalar_type(), "col2im_phase_add_cpu", [&] {
-      col2im_add_kernel<scalar_t>(cols.const_data_ptr<scalar_t>(), gx.mutable_data_ptr<scalar_t>(), g, phase, gx.size(1));
+      col2im_add_kernel<scalar_t>(cols.const_data_ptr<scalar_t>(), gx.mutable_data_ptr<scalar_t>(), g, phase,
+                                  gx.size(1));
     });
   }
 
@@ -574,9 +583,8 @@ struct CpuBlockKernels {
   static void forward_epilogue(Epilogue mode, const at::Tensor& y, const PhaseGeom& g, const at::Tensor& scale,
                                const at::Tensor& shift, const at::Tensor& residual, const at::Tensor& out) {
     const at::Tensor sc = dense_vec(scale), sh = dense_vec(shift);
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "forward_epilogue_cpu", [&] {
-      BLOCKS_DISPATCH_MODE(mode, forward_kernel, y, g, sc, sh, residual, out)
-    });
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "forward_epilogue_cpu",
+                                    [&] { BLOCKS_DISPATCH_MODE(mode, forward_kernel, y, g, sc, sh, residual, out) });
   }
 
   static void backward_reduce(Epilogue mode, const at::Tensor& grad_out, const at::Tensor& y, const PhaseGeom& g,

@@ -41,15 +41,14 @@ constexpr double kCosEps = 1e-8;
 // Shapes, caption lengths and the packing of the valid words.
 struct Layout {
   int64_t B = 0, D = 0, T = 0, H = 0, W = 0, N = 0, L = 0;
-  std::vector<int64_t> lens;     // (B,)
-  std::vector<int64_t> offsets;  // (B + 1,): first packed row of each caption, then L
+  std::vector<int64_t> lens;                        // (B,)
+  std::vector<int64_t> offsets;                     // (B + 1,): first packed row of each caption, then L
   std::vector<std::pair<int64_t, int64_t>> blocks;  // caption ranges [i0, i1) of about kBlockRows rows
 };
 
 Layout make_layout(const at::Tensor& words, const at::Tensor& cap_lens, const at::Tensor& regions) {
   TORCH_CHECK_VALUE(words.dim() == 3, "damsm_word_similarity: words: expected (B, D, T), got ", words.sizes());
-  TORCH_CHECK_VALUE(regions.dim() == 4, "damsm_word_similarity: regions: expected (B, D, H, W), got ",
-                    regions.sizes());
+  TORCH_CHECK_VALUE(regions.dim() == 4, "damsm_word_similarity: regions: expected (B, D, H, W), got ", regions.sizes());
   TORCH_CHECK_VALUE(regions.size(0) == words.size(0) && regions.size(1) == words.size(1),
                     "damsm_word_similarity: regions: expected (B=", words.size(0), ", D=", words.size(1),
                     ", H, W), got ", regions.sizes());
@@ -73,8 +72,9 @@ Layout make_layout(const at::Tensor& words, const at::Tensor& cap_lens, const at
   g.lens.assign(lens.const_data_ptr<int64_t>(), lens.const_data_ptr<int64_t>() + g.B);
   g.offsets.assign(g.B + 1, 0);
   for (int64_t i = 0; i < g.B; ++i) {
-    TORCH_CHECK_VALUE(g.lens[i] >= 1 && g.lens[i] <= g.T, "damsm_word_similarity: cap_lens: expected values in [1, T=",
-                      g.T, "], got cap_lens[", i, "] = ", g.lens[i]);
+    TORCH_CHECK_VALUE(g.lens[i] >= 1 && g.lens[i] <= g.T,
+                      "damsm_word_similarity: cap_lens: expected values in [1, T=", g.T, "], got cap_lens[", i,
+                      "] = ", g.lens[i]);
     g.offsets[i + 1] = g.offsets[i] + g.lens[i];
   }
   g.L = g.offsets[g.B];
@@ -106,7 +106,6 @@ at::Tensor packed_rows(const Layout& g) {
 at::Tensor pack_words(const at::Tensor& words, const Layout& g) {
   return words.transpose(1, 2).reshape({g.B * g.T, g.D}).index_select(0, packed_rows(g)).contiguous();
 }
-
 
 // In place over rows [0, n) of s (ld = N): softmax over the rows (the words), for each column k.
 // mx and sum are scratch of N values.
@@ -348,8 +347,7 @@ void backward_kernel(const Operands& op, const Layout& g, scalar_t gamma1, scala
     for (int64_t chunk = begin; chunk < end; ++chunk) {
       at::Tensor dw = partial[chunk];
       for (int64_t j = chunk * g.B / chunks; j < (chunk + 1) * g.B / chunks; ++j) {
-        backward_image<scalar_t>(op, g, gamma1, gamma2, grad_sim, j, A_buf, B_buf, P_buf, C_buf, dw,
-                                 grad_regions[j]);
+        backward_image<scalar_t>(op, g, gamma1, gamma2, grad_sim, j, A_buf, B_buf, P_buf, C_buf, dw, grad_regions[j]);
       }
     }
   });

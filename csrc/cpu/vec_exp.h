@@ -28,6 +28,8 @@ inline float vexp(float x) {
 }
 
 // Double (the gradcheck path): the library exp.
-inline double vexp(double x) { return std::exp(x); }
+inline double vexp(double x) {
+  return std::exp(x);
+}
 
 }  // namespace attngan_fast

@@ -55,7 +55,9 @@ __device__ inline TilePos tile_pos(const Geo& g, int64_t t) {
   return {row / g.Ho, row % g.Ho, (t % g.u_tiles) * kTile};
 }
 
-__device__ inline int64_t y_off(const Geo& g, int64_t n, int64_t r, int64_t u) { return g.L.offset(n, r, u); }
+__device__ inline int64_t y_off(const Geo& g, int64_t n, int64_t r, int64_t u) {
+  return g.L.offset(n, r, u);
+}
 
 // Element (n, c, r, u) of a caller tensor with C channels, NHWC- or NCHW-dense.
 __device__ inline int64_t caller_off(const Geo& g, bool nhwc, int64_t C, int64_t n, int64_t c, int64_t r, int64_t u) {
@@ -238,7 +240,8 @@ __global__ void forward_kernel(const T* __restrict__ y, Geo g, const at::opmath_
       const acc_t zb = static_cast<acc_t>(yp[c + Cout]) * scale[c + Cout] + shift[c + Cout];
       val = za * sigmoid(zb);
     } else {
-      const acc_t rv = res_nhwc ? static_cast<acc_t>(res[caller_off(g, true, Cout, p.n, c, p.r, u)]) : tile[i][threadIdx.x];
+      const acc_t rv =
+          res_nhwc ? static_cast<acc_t>(res[caller_off(g, true, Cout, p.n, c, p.r, u)]) : tile[i][threadIdx.x];
       val = rv + static_cast<acc_t>(yp[c]) * scale[c] + shift[c];
     }
     if (out_nhwc) {
@@ -263,7 +266,8 @@ __global__ void forward_kernel(const T* __restrict__ y, Geo g, const at::opmath_
 
 template <typename T, Epilogue mode>
 __global__ void reduce_kernel(const T* __restrict__ grad, bool grad_nhwc, const T* __restrict__ y, Geo g,
-                              const at::opmath_type<T>* __restrict__ scale, const at::opmath_type<T>* __restrict__ shift,
+                              const at::opmath_type<T>* __restrict__ scale,
+                              const at::opmath_type<T>* __restrict__ shift,
                               const at::opmath_type<T>* __restrict__ center, int64_t Cg,
                               double* __restrict__ partials) {
   using acc_t = at::opmath_type<T>;
@@ -281,7 +285,8 @@ __global__ void reduce_kernel(const T* __restrict__ grad, bool grad_nhwc, const 
     for (int i = threadIdx.y; i < kTile; i += kRows) {
       const int64_t u = p.u0 + i;
       if (u >= g.Wo || c >= Cg) continue;
-      const acc_t gv = grad_nhwc ? static_cast<acc_t>(grad[caller_off(g, true, Cg, p.n, c, p.r, u)]) : tile[i][threadIdx.x];
+      const acc_t gv =
+          grad_nhwc ? static_cast<acc_t>(grad[caller_off(g, true, Cg, p.n, c, p.r, u)]) : tile[i][threadIdx.x];
       const T* yp = y + y_off(g, p.n, p.r, u);
       if (mode == Epilogue::kGlu) {
         const acc_t ya = static_cast<acc_t>(yp[c]), yb = static_cast<acc_t>(yp[c + Cg]);
@@ -344,7 +349,8 @@ __global__ void apply_kernel(const T* __restrict__ grad, bool grad_nhwc, const T
   for (int i = threadIdx.y; i < kTile; i += kRows) {
     const int64_t u = p.u0 + i;
     if (u >= g.Wo || c >= Cg) continue;
-    const acc_t gv = grad_nhwc ? static_cast<acc_t>(grad[caller_off(g, true, Cg, p.n, c, p.r, u)]) : tile[i][threadIdx.x];
+    const acc_t gv =
+        grad_nhwc ? static_cast<acc_t>(grad[caller_off(g, true, Cg, p.n, c, p.r, u)]) : tile[i][threadIdx.x];
     const int64_t off = y_off(g, p.n, p.r, u);
     if (mode == Epilogue::kCopy) {
       gy[off + c] = static_cast<T>(gv);
@@ -389,21 +395,25 @@ const T* ptr(const at::Tensor& t) {
   return t.defined() ? t.const_data_ptr<T>() : nullptr;
 }
 
-at::Tensor dense_vec(const at::Tensor& t) { return t.defined() ? t.contiguous() : t; }
+at::Tensor dense_vec(const at::Tensor& t) {
+  return t.defined() ? t.contiguous() : t;
+}
 
-bool nhwc_layout(const at::Tensor& t) { return t.defined() && !t.is_contiguous(); }
+bool nhwc_layout(const at::Tensor& t) {
+  return t.defined() && !t.is_contiguous();
+}
 
-#define BLOCKS_LAUNCH_MODE(mode, KERNEL, GRID, ...)                                                     \
-  switch (mode) {                                                                                      \
-    case Epilogue::kCopy:                                                                              \
-      launch(KERNEL<scalar_t, Epilogue::kCopy>, GRID, dim3(kTile, kRows), stream, __VA_ARGS__);        \
-      break;                                                                                           \
-    case Epilogue::kGlu:                                                                               \
-      launch(KERNEL<scalar_t, Epilogue::kGlu>, GRID, dim3(kTile, kRows), stream, __VA_ARGS__);         \
-      break;                                                                                           \
-    case Epilogue::kResidual:                                                                          \
-      launch(KERNEL<scalar_t, Epilogue::kResidual>, GRID, dim3(kTile, kRows), stream, __VA_ARGS__);    \
-      break;                                                                                           \
+#define BLOCKS_LAUNCH_MODE(mode, KERNEL, GRID, ...)                                                 \
+  switch (mode) {                                                                                   \
+    case Epilogue::kCopy:                                                                           \
+      launch(KERNEL<scalar_t, Epilogue::kCopy>, GRID, dim3(kTile, kRows), stream, __VA_ARGS__);     \
+      break;                                                                                        \
+    case Epilogue::kGlu:                                                                            \
+      launch(KERNEL<scalar_t, Epilogue::kGlu>, GRID, dim3(kTile, kRows), stream, __VA_ARGS__);      \
+      break;                                                                                        \
+    case Epilogue::kResidual:                                                                       \
+      launch(KERNEL<scalar_t, Epilogue::kResidual>, GRID, dim3(kTile, kRows), stream, __VA_ARGS__); \
+      break;                                                                                        \
   }
 
 struct CudaBlockKernels {
@@ -413,8 +423,8 @@ struct CudaBlockKernels {
     if (k.numel() == 0) return k;
     const Stream stream = current_stream();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "fold_phase_weight_cuda", [&] {
-      launch(fold_kernel<scalar_t>, elementwise_blocks(k.numel()), kThreads, stream,
-             w.const_data_ptr<scalar_t>(), k.mutable_data_ptr<scalar_t>(), w.size(0), w.size(1));
+      launch(fold_kernel<scalar_t>, elementwise_blocks(k.numel()), kThreads, stream, w.const_data_ptr<scalar_t>(),
+             k.mutable_data_ptr<scalar_t>(), w.size(0), w.size(1));
     });
     return k;
   }
@@ -425,9 +435,9 @@ struct CudaBlockKernels {
     if (dw.numel() == 0) return dw;
     const Stream stream = current_stream();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dk.scalar_type(), "unfold_phase_grad_cuda", [&] {
-      launch(unfold_kernel<scalar_t>, elementwise_blocks(dw.numel()), kThreads, stream,
-             dk.const_data_ptr<scalar_t>(), dk.stride(0), dk.stride(1), dk.stride(2), dk.stride(3),
-             dw.mutable_data_ptr<scalar_t>(), dw.size(0), dw.size(1));
+      launch(unfold_kernel<scalar_t>, elementwise_blocks(dw.numel()), kThreads, stream, dk.const_data_ptr<scalar_t>(),
+             dk.stride(0), dk.stride(1), dk.stride(2), dk.stride(3), dw.mutable_data_ptr<scalar_t>(), dw.size(0),
+             dw.size(1));
     });
     return dw;
   }

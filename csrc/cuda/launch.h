@@ -24,12 +24,18 @@ namespace cuda {
 #ifdef ATTNGAN_CUDA_EMU
 using Stream = ::cuda_emu::Stream;
 using DeviceGuard = ::cuda_emu::DeviceGuard;
-inline Stream current_stream() { return {}; }
-inline int multiprocessor_count() { return ::cuda_emu::kMultiprocessors; }
+inline Stream current_stream() {
+  return {};
+}
+inline int multiprocessor_count() {
+  return ::cuda_emu::kMultiprocessors;
+}
 #else
 using Stream = c10::cuda::CUDAStream;
 using DeviceGuard = c10::cuda::CUDAGuard;
-inline Stream current_stream() { return c10::cuda::getCurrentCUDAStream(); }
+inline Stream current_stream() {
+  return c10::cuda::getCurrentCUDAStream();
+}
 inline int multiprocessor_count() {
   int device = 0, sms = 1;
   C10_CUDA_CHECK(cudaGetDevice(&device));
@@ -44,7 +50,7 @@ void launch(void (*kernel)(Params...), dim3 grid, dim3 block, Stream stream, Arg
 #ifdef ATTNGAN_CUDA_EMU
   ::cuda_emu::launch_grid(kernel, grid, block, stream, std::forward<Args>(args)...);
 #else
-  kernel<<<grid, block, 0, stream>>>(std::forward<Args>(args)...);
+  kernel<<<grid, block, 0, stream> > >(std::forward<Args>(args)...);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 #endif
 }

@@ -245,8 +245,8 @@ inline void check_launch(dim3 grid, dim3 block) {
       grid.y == 0 || grid.z == 0 || grid.x > 2147483647u || grid.y > 65535 || grid.z > 65535) {
     throw std::runtime_error("cuda_emu: invalid configuration argument: grid (" + std::to_string(grid.x) + ", " +
                              std::to_string(grid.y) + ", " + std::to_string(grid.z) + "), block (" +
-                             std::to_string(block.x) + ", " + std::to_string(block.y) + ", " +
-                             std::to_string(block.z) + ")");
+                             std::to_string(block.x) + ", " + std::to_string(block.y) + ", " + std::to_string(block.z) +
+                             ")");
   }
 }
 
