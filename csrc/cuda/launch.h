@@ -50,7 +50,10 @@ void launch(void (*kernel)(Params...), dim3 grid, dim3 block, Stream stream, Arg
 #ifdef ATTNGAN_CUDA_EMU
   ::cuda_emu::launch_grid(kernel, grid, block, stream, std::forward<Args>(args)...);
 #else
-  kernel<<<grid, block, 0, stream> > >(std::forward<Args>(args)...);
+  // a .h is formatted as C++, which would split the CUDA launch brackets
+  // clang-format off
+  kernel<<<grid, block, 0, stream>>>(std::forward<Args>(args)...);
+  // clang-format on
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 #endif
 }
