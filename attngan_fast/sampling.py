@@ -35,6 +35,7 @@ from PIL import Image
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .checkpoint import load_snapshot
 from .config import Config, from_dict, load
 from .data.text import Vocabulary, load_captions_pickle
 from .io import FileFormatError, atomic_open, describe, load_state_dict_file
@@ -152,8 +153,6 @@ class Generator:
         mask_mode: override ``GAN.MASK_MODE`` ("original" reproduces the released checkpoints).
         """
         if checkpoint is not None:
-            from .training.checkpoint import load_snapshot
-
             if weights not in ("ema", "current"):
                 raise ValueError(f"weights: expected 'ema' or 'current', got {weights!r}")
             snap = load_snapshot(checkpoint)

@@ -21,8 +21,8 @@ ROOT = "attngan_fast"
 # to the layer of the longest prefix that names it (``attngan_fast.ops`` covers ``attngan_fast.ops.*``).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("reference", ("attngan_fast.reference",)),
-    ("base", ("attngan_fast._version", "attngan_fast._extension", "attngan_fast.backend", "attngan_fast.config",
-              "attngan_fast.io", "attngan_fast.kernels")),
+    ("base", ("attngan_fast._version", "attngan_fast._extension", "attngan_fast.backend", "attngan_fast.checkpoint",
+              "attngan_fast.config", "attngan_fast.io", "attngan_fast.kernels")),
     ("ops", ("attngan_fast.ops",)),
     ("models", ("attngan_fast.models",)),
     ("losses", ("attngan_fast.losses",)),

@@ -12,13 +12,13 @@ import torch
 import yaml
 
 from attngan_fast import config
+from attngan_fast.checkpoint import load_snapshot
 from attngan_fast.cli import main
 from attngan_fast.data import TextDataset, build_dataset, load_captions_pickle
 from attngan_fast.io import FileFormatError, load_pickle, load_state_dict_file, load_torch_file
 from attngan_fast.metrics.inception import InceptionV3
 from attngan_fast.models import CNN_ENCODER
 from attngan_fast.sampling import Generator
-from attngan_fast.training.checkpoint import load_snapshot
 from tests.data_fixtures import make_birds, py2_pickle
 from tests.test_sampling import original_files  # noqa: F401  (a fixture)
 from tests.training_helpers import single_thread

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ..backend import set_backend
+from ..checkpoint import find_latest, load_snapshot
 from ..config import from_dict
-from ..training.checkpoint import find_latest, load_snapshot
 from ..training.distributed import gather_objects, init_distributed
 from ..training.options import AMP_DTYPES, TrainOptions
 from ..training.stop import exit_code

@@ -20,7 +20,7 @@ from torch import Tensor
 from .. import reference
 from .._extension import has_extension
 from .checks import check_float_tensor, check_like, check_shape, describe
-from .dispatch import Limit, register_kernels, register_triton, use_kernel
+from .dispatch import Limit, register_kernels, register_triton, second_order_backward, use_kernel
 
 __all__ = ["check_word_region_attention_inputs", "triton_limits", "word_region_attention"]
 
@@ -95,6 +95,11 @@ def _word_region_attention_setup_context(ctx, inputs, output) -> None:
 
 def _word_region_attention_backward(ctx, grad_context: Optional[Tensor], grad_weights: Optional[Tensor]):
     h, words, mask, weights = ctx.saved_tensors
+    if torch.is_grad_enabled():  # a second derivative is asked for: the reference's
+        grad_h, grad_words, _ = second_order_backward(
+            lambda h_, w_, m_: reference.word_region_attention(h_, w_, m_, "per_sample"), (h, words, mask),
+            (grad_context, grad_weights), ctx.needs_input_grad[:3])
+        return grad_h, grad_words, None, None
     if grad_context is None:
         grad_context = torch.zeros_like(h)
     grad_h, grad_words = torch.ops.attngan_fast.word_region_attention_backward(

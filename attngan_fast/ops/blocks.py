@@ -29,7 +29,7 @@ from .. import reference
 from .._extension import has_cuda_kernels, has_extension
 from ..reference.blocks import BatchNormArgs
 from .checks import check_float_tensor, check_like
-from .dispatch import register_kernels, use_kernel
+from .dispatch import register_kernels, second_order_backward, use_kernel
 
 __all__ = [
     "BatchNormArgs",
@@ -101,13 +101,19 @@ def _check_glu_channels(weight: Tensor, name: str) -> None:
                          f"got {weight.shape[0]} in {tuple(weight.shape)}")
 
 
-def _check_bn(bn: BatchNormArgs, channels: int, training: bool, count: int, name: str) -> None:
+def _check_bn(bn: BatchNormArgs, channels: int, training: bool, count: int, name: str,
+              dtype: Optional[torch.dtype] = None) -> None:
     for field in ("weight", "bias", "running_mean", "running_var"):
         t = getattr(bn, field)
         if t is None and field in ("weight", "bias"):
             raise ValueError(f"{name}.{field}: the fused blocks need an affine BatchNorm, got None")
         if t is not None and tuple(t.shape) != (channels,):
             raise ValueError(f"{name}.{field}: expected shape ({channels},), got {tuple(t.shape)}")
+        # as F.batch_norm: parameters of x's dtype, or float32 ones for float16 / bfloat16 x
+        low = dtype in (torch.float16, torch.bfloat16)
+        if t is not None and dtype is not None and t.dtype != dtype and not (low and t.dtype == torch.float32):
+            raise TypeError(f"{name}.{field}: expected dtype {dtype} (that of x)"
+                            f"{' or float32' if low else ''}, got {t.dtype}")
     if (bn.running_mean is None) != (bn.running_var is None):
         raise ValueError(f"{name}: give both running_mean and running_var, or neither")
     if not training and bn.running_mean is None:
@@ -128,7 +134,7 @@ def check_up_block_inputs(x: Tensor, weight: Tensor, bn: BatchNormArgs, training
     check_upsample_conv3x3_inputs(x, weight)
     _check_glu_channels(weight, "weight")
     s = 2 if upsample else 1
-    _check_bn(bn, weight.shape[0], training, x.shape[0] * x.shape[2] * x.shape[3] * s * s, "bn")
+    _check_bn(bn, weight.shape[0], training, x.shape[0] * x.shape[2] * x.shape[3] * s * s, "bn", x.dtype)
 
 
 def check_res_block_inputs(x: Tensor, weight1: Tensor, bn1: BatchNormArgs, weight2: Tensor, bn2: BatchNormArgs,
@@ -140,8 +146,8 @@ def check_res_block_inputs(x: Tensor, weight1: Tensor, bn1: BatchNormArgs, weigh
     _check_weight(x, weight1, "weight1", 2 * c)
     _check_weight(x, weight2, "weight2", c)
     count = x.shape[0] * x.shape[2] * x.shape[3]
-    _check_bn(bn1, 2 * c, training, count, "bn1")
-    _check_bn(bn2, c, training, count, "bn2")
+    _check_bn(bn1, 2 * c, training, count, "bn1", x.dtype)
+    _check_bn(bn2, c, training, count, "bn2", x.dtype)
 
 
 def _autocast(x: Tensor, *weights: Tensor) -> tuple[Tensor, ...]:
@@ -265,6 +271,8 @@ def _upsample_conv3x3_setup_context(ctx, inputs, output) -> None:
 
 def _upsample_conv3x3_backward(ctx, grad_out):
     x, weight = ctx.saved_tensors
+    if torch.is_grad_enabled():  # a second derivative is asked for: the reference's
+        return second_order_backward(reference.upsample_conv3x3, (x, weight), (grad_out,), ctx.needs_input_grad)
     return torch.ops.attngan_fast.upsample_conv3x3_backward(grad_out, x, weight)
 
 
@@ -294,6 +302,14 @@ def _up_block_backward(ctx, grad_out, _grad_conv_out, _grad_mean, _grad_var):
     if grad_out is None:
         return (None,) * 9
     x, weight, bn_weight, bn_bias, conv_out, mean, var = ctx.saved_tensors
+    if torch.is_grad_enabled():  # a second derivative is asked for: the reference's (running stats untouched)
+        def up_block_of(x_, w_, g_, b_):
+            stats = (None, None) if ctx.training else (mean, var)
+            return reference.up_block(x_, w_, BatchNormArgs(g_, b_, *stats, eps=ctx.eps), ctx.training, ctx.upsample)
+
+        grads = second_order_backward(up_block_of, (x, weight, bn_weight, bn_bias), (grad_out,),
+                                      ctx.needs_input_grad[:4])
+        return (*grads, None, None, None, None, None)
     grads = torch.ops.attngan_fast.up_block_backward(grad_out, x, weight, bn_weight, bn_bias, conv_out, mean, var,
                                                      ctx.upsample, ctx.training, ctx.eps)
     return (*grads, None, None, None, None, None)
@@ -330,6 +346,21 @@ def _res_block_setup_context(ctx, inputs, output) -> None:
 def _res_block_backward(ctx, grad_out, *_grad_saved):
     if grad_out is None:
         return (None,) * 14
+    if torch.is_grad_enabled():  # a second derivative is asked for: the reference's (running stats untouched)
+        x, weight1, bn1_weight, bn1_bias, _, mean1, var1, _, weight2, bn2_weight, _, mean2, var2 = ctx.saved_tensors
+        bn2_bias = torch.zeros_like(bn2_weight, requires_grad=True)  # not saved: no derivative depends on it
+
+        def res_block_of(x_, w1, g1, b1, w2, g2, b2):
+            stats1 = (None, None) if ctx.training else (mean1, var1)
+            stats2 = (None, None) if ctx.training else (mean2, var2)
+            return reference.res_block(x_, w1, BatchNormArgs(g1, b1, *stats1, eps=ctx.eps1), w2,
+                                       BatchNormArgs(g2, b2, *stats2, eps=ctx.eps2), ctx.training)
+
+        need = ctx.needs_input_grad
+        gx, gw1, gg1, gb1, gw2, gg2, gb2 = second_order_backward(
+            res_block_of, (x, weight1, bn1_weight, bn1_bias, weight2, bn2_weight, bn2_bias), (grad_out,),
+            (need[0], need[1], need[2], need[3], need[6], need[7], need[8]))
+        return gx, gw1, gg1, gb1, None, None, gw2, gg2, gb2, None, None, None, None, None
     gx, gw1, gg1, gb1, gw2, gg2, gb2 = torch.ops.attngan_fast.res_block_backward(
         grad_out, *ctx.saved_tensors, ctx.training, ctx.eps1, ctx.eps2)
     return gx, gw1, gg1, gb1, None, None, gw2, gg2, gb2, None, None, None, None, None

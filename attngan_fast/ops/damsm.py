@@ -22,7 +22,7 @@ from .. import reference
 from .._extension import has_extension
 from ..reference.damsm import CapLens, caption_lengths, similarity_dtype
 from .checks import check_float_tensor, check_like
-from .dispatch import Limit, register_kernels, register_triton, use_kernel
+from .dispatch import Limit, register_kernels, register_triton, second_order_backward, use_kernel
 
 __all__ = ["CapLens", "check_damsm_word_similarity_inputs", "damsm_word_similarity", "triton_limits"]
 
@@ -115,6 +115,12 @@ def _damsm_word_similarity_setup_context(ctx, inputs, output) -> None:
 
 def _damsm_word_similarity_backward(ctx, grad_sim: Tensor, grad_attn: Tensor):
     words, cap_lens, regions = ctx.saved_tensors
+    if torch.is_grad_enabled():  # a second derivative is asked for: the reference's
+        gamma1, gamma2 = ctx.gammas
+        grad_words, _, grad_regions = second_order_backward(
+            lambda w, n, r: reference.damsm_word_similarity(w, n, r, gamma1, gamma2, False)[0],
+            (words, cap_lens, regions), (grad_sim,), ctx.needs_input_grad[:3])
+        return grad_words, None, grad_regions, None, None, None
     grad_words, grad_regions = torch.ops.attngan_fast.damsm_word_similarity_backward(
         grad_sim, words, cap_lens, regions, *ctx.gammas
     )

@@ -19,7 +19,8 @@ import torch
 from .._extension import has_extension
 from ..backend import get_backend
 
-__all__ = ["Limit", "kernel_devices", "kernel_limits", "register_kernels", "register_triton", "use_kernel"]
+__all__ = ["Limit", "kernel_devices", "kernel_limits", "register_kernels", "register_triton", "second_order_backward",
+           "use_kernel"]
 
 
 class Limit(NamedTuple):
@@ -95,3 +96,27 @@ def register_triton(op: str, register: Callable[[], Sequence[Limit]]) -> None:
                       "CUDA tensors use the reference implementation", RuntimeWarning, stacklevel=2)
         return
     register_kernels(op, ["cuda"], limits)
+
+
+def second_order_backward(reference: Callable[..., Any], inputs: Sequence[Any], grad_outputs: Sequence[Any],
+                          needs_grad: Sequence[bool]) -> tuple[Any, ...]:
+    """The backward of a fused op when its gradient is itself differentiated (``create_graph=True``:
+    the backward runs with grad mode on): the vector-Jacobian product of the op's ``reference`` at the
+    saved ``inputs``, built with autograd so that it has the true second derivative. The fused kernels'
+    backwards are not differentiable; this is the path of gradient penalties and ``gradgradcheck``.
+
+    reference(*inputs) -> a tensor or a tuple of tensors matching ``grad_outputs`` (None: no gradient
+    flows into that output); returns one gradient (or None) per input, where ``needs_grad``.
+    """
+    outputs = reference(*inputs)
+    outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+    pairs = [(o, g) for o, g in zip(outputs, grad_outputs) if g is not None and o.requires_grad]
+    wanted = [i for i, (x, need) in enumerate(zip(inputs, needs_grad))
+              if need and isinstance(x, torch.Tensor) and x.requires_grad]
+    grads: list[Any] = [None] * len(inputs)
+    if pairs and wanted:
+        found = torch.autograd.grad([o for o, _ in pairs], [inputs[i] for i in wanted], [g for _, g in pairs],
+                                    create_graph=True, allow_unused=True)
+        for i, g in zip(wanted, found):
+            grads[i] = g if g is not None else torch.zeros_like(inputs[i])
+    return tuple(grads)

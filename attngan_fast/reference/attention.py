@@ -45,7 +45,8 @@ def word_region_attention(
 
     All-masked rule ("per_sample"): for a sample whose words are all masked, the weights are 0
     for every word and its context is 0 (the original gives NaN there), with zero gradients
-    and no NaN anywhere. "original" mode keeps the original's behaviour, NaN included.
+    and no NaN anywhere. "per_sample" never reads a masked word (a NaN there cannot matter, as
+    in the fused op); "original" mode keeps the original's behaviour, NaN included.
     """
     if mask_mode not in MASK_MODES:
         raise ValueError(f"mask_mode: expected one of {MASK_MODES}, got {mask_mode!r}")
@@ -54,6 +55,8 @@ def word_region_attention(
     Q = H * W
     T = words.size(2)
     query = h.reshape(B, C, Q).transpose(1, 2)  # (B, Q, C)
+    if mask is not None and mask_mode == "per_sample":
+        words = words.masked_fill(mask.bool().unsqueeze(1), 0.0)  # masked words are never read
     logits = torch.bmm(query, words).reshape(B * Q, T)  # (B*Q, T), row b*Q + q
     all_masked: Optional[Tensor] = None
     if mask is not None:

@@ -1,5 +1,5 @@
 """Saving and resuming a :class:`~attngan_fast.training.trainer.GANTrainer` (the snapshot format:
-:mod:`.checkpoint`), and continuing from the original's files (``TRAIN.NET_G``, ``TRAIN.B_NET_D``).
+:mod:`attngan_fast.checkpoint`), and continuing from the original's files (``TRAIN.NET_G``, ``TRAIN.B_NET_D``).
 
 A snapshot is one unit of files: ``netG_epoch_{label}.pth`` (EMA G) and ``netD{i}.pth`` (the Ds'
 current weights, overwritten by every snapshot, as the original) are written first, the checkpoint
@@ -18,8 +18,7 @@ from typing import Any, Mapping
 
 import torch
 
-from ..io import atomic_write_text
-from .checkpoint import (
+from ..checkpoint import (
     capture_rng,
     export_original_netG,
     load_snapshot,
@@ -28,6 +27,7 @@ from .checkpoint import (
     seed_everything,
     snapshot_path,
 )
+from ..io import atomic_write_text
 from .distributed import gather_objects
 
 __all__ = ["save_trainer", "resume_trainer", "repair_exports", "continue_from_original", "check_same_model",

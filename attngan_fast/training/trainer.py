@@ -55,6 +55,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
 from ..backend import get_backend
+from ..checkpoint import seed_everything
 from ..config import Config
 from ..data import Batch, build_dataset, collate
 from ..io import atomic_write_json
@@ -62,7 +63,6 @@ from ..losses import KL_loss, generator_loss
 from ..models.folding import FrozenImageEncoder
 from ..visualize import write_sample_pictures
 from .builders import build_discriminators, build_generator
-from .checkpoint import seed_everything
 from .damsm import load_encoders
 from .distributed import DistInfo, all_mean, any_rank, convert_sync_batchnorm, gather_objects, max_over_ranks
 from .options import AMP_DTYPES, TrainOptions

@@ -40,7 +40,7 @@ from typing import Any, Mapping, Optional, Union
 import numpy as np
 import torch
 
-from ..io import FileFormatError, atomic_torch_save, describe, load_torch_file
+from .io import FileFormatError, atomic_torch_save, describe, load_torch_file
 
 __all__ = [
     "FORMAT",
