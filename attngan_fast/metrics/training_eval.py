@@ -54,7 +54,7 @@ class EpochEvaluator:
         from ..sampling import Generator
 
         start = time.perf_counter()
-        trainer._sync_ema_buffers()  # the EMA generator runs with G's BatchNorm statistics, as in the samples
+        trainer.sync_ema_buffers()  # the EMA generator runs with G's BatchNorm statistics, as in the samples
         vocab = Vocabulary(dict(enumerate(trainer.ixtoword)), {w: i for i, w in enumerate(trainer.ixtoword)})
         generator = Generator(trainer.netG_ema, trainer.text_encoder, vocab, self.cfg, self.device)
         images = generator.generate_ids(self.captions, self.lens, seed=self.seed, progress=self.progress)[0][-1]

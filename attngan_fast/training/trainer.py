@@ -468,7 +468,7 @@ class GANTrainer:
         the EMA generator in eval mode with fixed noise; written to ``out_dir/samples``."""
         if self.fixed_batch is None:
             return []
-        self._sync_ema_buffers()
+        self.sync_ema_buffers()
         caps = self.fixed_batch["captions"].to(self.device)
         lens = self.fixed_batch["cap_lens"]
         n = caps.size(0)
@@ -480,7 +480,8 @@ class GANTrainer:
         words = [[self.ixtoword[int(t)] for t in caps[s, : int(lens[s])]] for s in range(n)]
         return write_sample_pictures(self.out_dir / "samples", tag or f"step_{self.step:07d}", fakes, atts, words)
 
-    def _sync_ema_buffers(self) -> None:
+    def sync_ema_buffers(self) -> None:
+        """Copy G's buffers (BatchNorm running statistics) into the EMA generator (they are not averaged)."""
         for ema_buf, buf in zip(self.netG_ema.buffers(), self.netG.buffers()):
             ema_buf.copy_(buf)
 
