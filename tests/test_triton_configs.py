@@ -130,8 +130,8 @@ def test_damsm_config(dtype, D, T, lens, H, W):
     words, regions = torch.randn(B, D, T).to(dtype), torch.randn(B, D, H, W).to(dtype)
     cap_lens = torch.tensor(lens)
     grad_sim = torch.randn(B, B)
-    sim, attn = damsm.damsm_forward(words, cap_lens, regions, G1, G2, True)
-    grad_words, grad_regions = damsm.damsm_backward(grad_sim, words, cap_lens, regions, G1, G2)
+    sim, attn = damsm.damsm_word_similarity_forward(words, cap_lens, regions, G1, G2, True)
+    grad_words, grad_regions = damsm.damsm_word_similarity_backward(grad_sim, words, cap_lens, regions, G1, G2)
 
     w64, r64 = words.double().requires_grad_(), regions.double().requires_grad_()
     with attngan_fast.backend("reference"):
