@@ -285,7 +285,7 @@ def test_unwritten_output_elements_show(monkeypatch):
 # ---- gradcheck, opcheck, compile ----------------------------------------------------------------
 
 
-def _bn_double(c, running):
+def bn_double(c, running):
     stats = (torch.randn(c, dtype=torch.float64), torch.rand(c, dtype=torch.float64) + 0.5) if running else (None, None)
     return (torch.rand(c, dtype=torch.float64, requires_grad=True) + 0.5,
             torch.randn(c, dtype=torch.float64, requires_grad=True)), stats
@@ -295,7 +295,7 @@ def _bn_double(c, running):
 @pytest.mark.parametrize("upsample,size", [(True, (3, 2)), (True, (5, 13)), (False, (3, 2))])
 def test_up_block_gradcheck(training, upsample, size):
     """(5, 13): 65 pixels, the single-conv phase path; (3, 2) the GEMM one."""
-    (gamma, beta), (rm, rv) = _bn_double(4, not training)
+    (gamma, beta), (rm, rv) = bn_double(4, not training)
     x = torch.randn(2 if size == (3, 2) else 1, 3 if size == (3, 2) else 2, *size, dtype=torch.float64,
                     requires_grad=True)
     weight = torch.randn(4, x.shape[1], 3, 3, dtype=torch.float64, requires_grad=True)
@@ -305,8 +305,8 @@ def test_up_block_gradcheck(training, upsample, size):
 
 @pytest.mark.parametrize("training", [True, False])
 def test_res_block_gradcheck(training):
-    (g1, b1), (rm1, rv1) = _bn_double(6, not training)
-    (g2, b2), (rm2, rv2) = _bn_double(3, not training)
+    (g1, b1), (rm1, rv1) = bn_double(6, not training)
+    (g2, b2), (rm2, rv2) = bn_double(3, not training)
     x = torch.randn(2, 3, 3, 2, dtype=torch.float64, requires_grad=True)
     w1 = torch.randn(6, 3, 3, 3, dtype=torch.float64, requires_grad=True)
     w2 = torch.randn(3, 3, 3, 3, dtype=torch.float64, requires_grad=True)

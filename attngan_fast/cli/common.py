@@ -11,7 +11,8 @@ from .. import config
 
 __all__ = ["UsageError", "number", "positive_int", "nonnegative_int", "nonnegative_float", "open_fraction",
            "add_config_arguments", "overrides_from_args", "config_from_args", "add_threads_argument",
-           "set_threads", "add_progress_argument", "add_backend_argument", "add_generator_arguments",
+           "set_threads", "add_progress_argument", "add_backend_argument", "add_device_argument", "device_from_args",
+           "add_generator_arguments",
            "generator_from_args"]
 
 
@@ -122,6 +123,18 @@ def add_backend_argument(parser: argparse.ArgumentParser) -> None:
                         help="fused kernels (default) or the original math in plain PyTorch")
 
 
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """``--device cpu|cuda``; default (None): :func:`device_from_args` picks cuda when available."""
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
+
+
+def device_from_args(args: argparse.Namespace) -> str:
+    """``--device``, or "cuda" when a GPU is visible, else "cpu"."""
+    import torch
+
+    return args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
     """A trained generator: ``--checkpoint`` (a training snapshot) or the original files
     (``--netG --text-encoder --captions --cfg``), ``--mask-mode``, ``--weights``, ``--device``."""
@@ -133,17 +146,14 @@ def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mask-mode", choices=("per_sample", "original"), default=None,
                         help="'original' reproduces the released checkpoints' attention masking")
     parser.add_argument("--weights", choices=("ema", "current"), default="ema", help="snapshot: EMA or current G")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
+    add_device_argument(parser)
 
 
 def generator_from_args(args: argparse.Namespace) -> Any:
     """The :class:`attngan_fast.sampling.Generator` of :func:`add_generator_arguments`' options
     (``ValueError`` / ``FileNotFoundError`` as raised by ``Generator.from_checkpoint``)."""
-    import torch
-
     from ..sampling import Generator
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     return Generator.from_checkpoint(args.checkpoint, netG=args.netG, text_encoder=args.text_encoder,
-                                     captions=args.captions, cfg=args.cfg, device=device,
+                                     captions=args.captions, cfg=args.cfg, device=device_from_args(args),
                                      mask_mode=args.mask_mode, weights=args.weights)

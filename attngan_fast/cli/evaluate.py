@@ -5,14 +5,20 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..io import atomic_write_json
 from ..metrics.evaluate import METRICS, evaluate_generator, format_table
 from ..metrics.fid import PROTOCOLS, RESIZE_FILTERS
 from ..sampling import Generator
 from ..training.damsm import load_encoders
-from .common import UsageError, add_progress_argument, add_threads_argument, positive_int, set_threads
+from .common import (
+    UsageError,
+    add_device_argument,
+    add_progress_argument,
+    add_threads_argument,
+    device_from_args,
+    positive_int,
+    set_threads,
+)
 
 
 def add_parser(subparsers: Any) -> None:
@@ -45,7 +51,7 @@ def add_parser(subparsers: Any) -> None:
                    help="images to generate (default: one per test image)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=positive_int, default=32)
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None)
+    add_device_argument(p)
     p.add_argument("--json", default="evaluation.json", help="where to write the results (default evaluation.json)")
     add_threads_argument(p)
     add_progress_argument(p)
@@ -54,7 +60,7 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device_from_args(args)
     generator = Generator.from_checkpoint(args.checkpoint, netG=args.netG, text_encoder=args.text_encoder,
                                           captions=args.captions, cfg=args.cfg, device=device)
     cfg = generator.cfg

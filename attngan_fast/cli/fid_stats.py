@@ -6,12 +6,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .. import config
 from ..metrics.evaluate import reference_statistics
 from ..metrics.fid import PROTOCOLS, RESIZE_FILTERS, ReferenceStats, build_extractor, extract_features, folder_batches
-from .common import add_progress_argument, add_threads_argument, number, overrides_from_args, positive_int, set_threads
+from .common import (
+    add_device_argument,
+    add_progress_argument,
+    add_threads_argument,
+    device_from_args,
+    number,
+    overrides_from_args,
+    positive_int,
+    set_threads,
+)
 
 
 def add_parser(subparsers: Any) -> None:
@@ -33,7 +40,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--inception-weights", help="torchvision inception_v3 state_dict (torchvision-legacy)")
     p.add_argument("--batch-size", type=positive_int, default=50)
     p.add_argument("--seed", type=int, default=0, help="the data set's seed (caption draws; images do not depend on it)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
+    add_device_argument(p)
     add_threads_argument(p)
     add_progress_argument(p)
     p.set_defaults(run=run)
@@ -41,7 +48,7 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device_from_args(args)
     start = time.perf_counter()
     extractor = build_extractor(args.fid_protocol, resize=args.resize, inception_weights=args.inception_weights,
                                 device=device)

@@ -23,6 +23,7 @@ from .common import (
     UsageError,
     add_backend_argument,
     add_config_arguments,
+    add_device_argument,
     add_progress_argument,
     add_threads_argument,
     config_from_args,
@@ -54,7 +55,7 @@ def add_parser(subparsers: Any) -> None:
                    help="clear the run --out holds (its snapshots, netG/netD files, log.jsonl, run.json, samples) "
                         "and start afresh; without it (or --resume) a folder holding a run is refused")
     p.add_argument("--seed", type=int, default=None, help="seed (default: random in 1..10000, as the original)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
+    add_device_argument(p)
     add_backend_argument(p)
     p.add_argument("--amp", choices=tuple(AMP_DTYPES), default=None, help="mixed precision (fp16 with a GradScaler)")
     p.add_argument("--channels-last", action="store_true", default=None, help="channels_last memory format")
