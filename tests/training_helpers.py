@@ -111,6 +111,14 @@ def ddp_worker(rank: int, world_size: int, port: int, out_dir: str, options: dic
     dist.destroy_process_group()
 
 
+def single_worker(_: int, out_dir: str, options: dict, cfg_overrides: dict) -> None:
+    """The one-process twin of :func:`ddp_worker` (for ``torch.multiprocessing.spawn``, nprocs=1):
+    a fresh process, as the DDP ranks are. (In the test process, oneDNN may reuse convolution
+    primitives made earlier under another thread count, whose float sums differ in the last bit.)"""
+    torch.set_num_threads(1)
+    make_trainer(out_dir, cfg=tiny_cfg(**cfg_overrides), **options).train()
+
+
 def synthetic_run_files(tmp_path, **overrides):
     """A tiny synthetic-birds GAN config file and untrained DAMSM encoder files for it.
 
