@@ -197,7 +197,7 @@ def _damsm_bwd_regions_kernel(W_ptr, L_ptr, R_ptr, DC_ptr, STAT_ptr, DR_ptr, B, 
              mask=(offs_k[:, None] < N) & (offs_d[None, :] < D))
 
 
-def _config(words: Tensor) -> dict:
+def _config(words: Tensor, backward: bool) -> dict:
     B, D, T = words.shape
     if T > MAX_T:
         raise ValueError(f"words: the CUDA kernel supports T <= {MAX_T} word slots, got T={T}")
@@ -205,11 +205,12 @@ def _config(words: Tensor) -> dict:
         raise ValueError(f"words: the CUDA kernel supports D <= {MAX_D} features, got D={D}")
     if words.dtype not in DTYPES:
         raise TypeError(f"words: the CUDA kernel takes float32, float16 or bfloat16, got {words.dtype}")
-    return launch_config(D, T, words.dtype)
+    return launch_config(D, T, words.dtype, backward)
 
 
-def launch_config(D: int, T: int, dtype: torch.dtype) -> dict:
-    """The constexprs, num_warps and num_stages of every launch for D features, T word slots, the dtype.
+def launch_config(D: int, T: int, dtype: torch.dtype, backward: bool) -> dict:
+    """The constexprs, num_warps and num_stages of the forward's or the backward's launches for D
+    features, T word slots and the dtype.
 
     Six (BLOCK_T, BLOCK_D) buckets: BLOCK_T in {32, 64}, BLOCK_D in {64, 128, 256} (AttnGAN: D = 256,
     T <= 18 is (32, 256)); tools/triton_resources.py compiles each for sm_80 and sm_90.
@@ -224,9 +225,10 @@ def launch_config(D: int, T: int, dtype: torch.dtype) -> dict:
         BLOCK_N=16 if fp32 else 32,
         PRECISION="ieee" if fp32 else "tf32",  # tf32 is ignored for 16-bit inputs
         num_warps=4 if block_d <= 64 else 8,
-        # software pipelining keeps extra copies of the word tiles in shared memory: at 64 x 256
-        # they pass sm_80's 163 KiB per block (the backward, every dtype), so no pipelining there
-        num_stages=1 if block_t * block_d > 8192 else 3,
+        # software pipelining keeps extra copies of the word tiles in shared memory: at 64 x 256 the
+        # backward's pass sm_80's 163 KiB per block (every dtype), so no pipelining there (the
+        # forward fits, and spills KiBs more in fp32 without it)
+        num_stages=1 if backward and block_t * block_d > 8192 else 3,
     )
 
 
@@ -241,7 +243,7 @@ def damsm_word_similarity_forward(words: Tensor, cap_lens: Tensor, regions: Tens
     """CUDA kernel of ``attngan_fast::damsm_word_similarity``: sim (B, B) float32, attn (B or 0, T, H, W)."""
     B, D, T = words.shape
     H, W = regions.shape[2:]
-    cfg = _config(words)
+    cfg = _config(words, backward=False)
     flat, strides = _strides(words, regions)
     sim = torch.empty((B, B), device=words.device, dtype=torch.float32)
     attn = (torch.zeros if need_attention else torch.empty)(
@@ -258,7 +260,7 @@ def damsm_word_similarity_backward(grad_sim: Tensor, words: Tensor, cap_lens: Te
     B, D, T = words.shape
     H, W = regions.shape[2:]
     N = H * W
-    cfg = _config(words)
+    cfg = _config(words, backward=True)
     flat, strides = _strides(words, regions)
     grad_sim = grad_sim.contiguous()
     dw_pair = torch.empty((B, B, T, D), device=words.device, dtype=torch.float32)

@@ -127,12 +127,13 @@ DAMSM_CASES = [
 
 
 def _damsm_tiles(dtype, D, T):
-    cfg = damsm.launch_config(D, T, dtype)
-    return cfg["BLOCK_N"], cfg["num_warps"], cfg["num_stages"]
+    """What launch_config picks besides the buckets, forward and backward (the interpreter runs both)."""
+    return tuple((cfg["BLOCK_N"], cfg["num_warps"], cfg["num_stages"])
+                 for cfg in (damsm.launch_config(D, T, dtype, backward) for backward in (False, True)))
 
 
 def test_damsm_cases_cover_every_launch_config():
-    """The cases below run every (BLOCK_N, num_warps, num_stages) the launcher can pick (T <= 64, D <= 256)."""
+    """The cases below run every (BLOCK_N, num_warps, num_stages) the launchers can pick (T <= 64, D <= 256)."""
     produced = {_damsm_tiles(dtype, d, t) for dtype, d, t in itertools.product(
         (torch.float32, torch.float16, torch.bfloat16), range(1, damsm.MAX_D + 1), range(1, damsm.MAX_T + 1))}
     covered = {_damsm_tiles(dtype, d, t) for dtype, d, t, *_ in DAMSM_CASES}
