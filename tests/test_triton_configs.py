@@ -83,6 +83,18 @@ def _attention_reference(h, words, mask, grad_ctx, grad_weights):
     return (ctx.detach(), weights.detach(), *torch.autograd.grad(loss, (h, words)))
 
 
+@pytest.mark.parametrize("backward", [False, True])
+def test_attention_autotuner_prunes_to_the_dtypes_configs(backward, monkeypatch):
+    """On a GPU the autotuner's early_config_prune keeps configs_for(backward, FP32_DOT) of its list."""
+    kernel = attention._backward_kernel if backward else attention._forward_kernel
+    monkeypatch.setattr(attention, "_INTERPRET", False)
+    every = attention.BACKWARD_CONFIGS if backward else attention.FORWARD_CONFIGS
+    for fp32_dot in (True, False):
+        kept = kernel.early_config_prune(every, {}, FP32_DOT=fp32_dot)
+        assert kept == attention.configs_for(backward, fp32_dot) and kept
+    assert len(attention.configs_for(backward, True)) < len(every)
+
+
 @pytest.mark.parametrize("dtype,cfg", _dtype_configs(backward=False))
 @pytest.mark.parametrize("shape", ATTENTION_SHAPES, ids=["masked-Q289-C20-T7", "Q65-C80-T33"])
 def test_attention_forward_config(dtype, cfg, shape, only_config):
