@@ -26,17 +26,17 @@ Launchers take and return plain tensors; on a CPU-only machine they run in Trito
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import triton
 import triton.language as tl
 
-__all__ = ["MAX_WORDS", "FORWARD_CONFIGS", "BACKWARD_CONFIGS", "block_sizes", "word_region_attention_forward",
-           "word_region_attention_backward"]
+__all__ = ["MAX_WORDS", "BLOCK_C", "FORWARD_CONFIGS", "BACKWARD_CONFIGS", "block_t", "configs_for",
+           "word_region_attention_forward", "word_region_attention_backward"]
 
 MAX_WORDS = 64  # largest T in one on-chip tile
-_MAX_BLOCK_C = 64
+BLOCK_C = 32  # channels per chunk, every launch (C loops over chunks; AttnGAN's ngf = 32 is one)
 _TARGET_PROGRAMS = 512  # backward: about this many programs over the batch, fixed (determinism)
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -46,6 +46,10 @@ _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # one in the interpreter; tools/triton_resources.py compiles every one for sm_80 / sm_90.
 FORWARD_CONFIGS = [triton.Config({"BLOCK_Q": q}, num_warps=w) for q, w in ((64, 4), (128, 4), (128, 8), (256, 8))]
 BACKWARD_CONFIGS = [triton.Config({"BLOCK_Q": q}, num_warps=w) for q, w in ((32, 4), (64, 4), (64, 8), (128, 8))]
+# fp32 (IEEE dots on FMA units, operands replicated in registers): the (BLOCK_Q, num_warps) of
+# those lists whose spills stay small at BLOCK_T = 64 (the others spill KiBs; docs/triton_resources.md).
+_FP32_FORWARD_TILES = {(64, 4), (128, 8)}
+_FP32_BACKWARD_TILES = {(32, 4), (64, 8)}
 # The interpreter is for correctness, not tuning: one small config (fast at the tests' tiny shapes).
 _INTERPRETER_CONFIGS = [triton.Config({"BLOCK_Q": 16}, num_warps=4)]
 
@@ -57,14 +61,36 @@ def _configs(backward: bool) -> list[triton.Config]:
     return BACKWARD_CONFIGS if backward else FORWARD_CONFIGS
 
 
+def configs_for(backward: bool, fp32_dot: bool) -> list[triton.Config]:
+    """The configs the GPU autotunes among for a dtype: fp32 (``fp32_dot``) only the tiles that barely spill."""
+    configs = BACKWARD_CONFIGS if backward else FORWARD_CONFIGS
+    if not fp32_dot:
+        return configs
+    fp32_tiles = _FP32_BACKWARD_TILES if backward else _FP32_FORWARD_TILES
+    return [c for c in configs if (c.kwargs["BLOCK_Q"], c.num_warps) in fp32_tiles]
+
+
+def _pruner(backward: bool) -> Callable[..., list[triton.Config]]:
+    """The autotuner's early_config_prune: the configs of ``configs_for`` the launch's FP32_DOT."""
+
+    def prune(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
+        if _INTERPRET:  # the interpreter's own config (or the one a test restricts it to)
+            return configs
+        allowed = configs_for(backward, kwargs.get("FP32_DOT", named_args.get("FP32_DOT")))
+        return [c for c in configs if c in allowed]
+
+    return prune
+
+
+_prune_forward, _prune_backward = _pruner(False), _pruner(True)
+
+
 @triton.jit
-def _valid_words(mask_ptr, b, T, HAS_MASK: tl.constexpr, BLOCK_T: tl.constexpr):
+def _valid_words(mask_ptr, b, T, BLOCK_T: tl.constexpr):
+    """The words of sample b that the (B, T) uint8 mask keeps (0 = kept; a launch without a mask passes zeros)."""
     offs_t = tl.arange(0, BLOCK_T)
-    valid = offs_t < T
-    if HAS_MASK:
-        padded = tl.load(mask_ptr + b * T + offs_t, mask=valid, other=1)
-        valid = valid & (padded == 0)
-    return offs_t, valid
+    padded = tl.load(mask_ptr + b * T + offs_t, mask=offs_t < T, other=1)
+    return offs_t, padded == 0
 
 
 @triton.jit
@@ -88,21 +114,22 @@ def _softmax_rows(s, valid):
     return e / den[:, None]
 
 
-@triton.autotune(configs=_configs(backward=False), key=["BLOCK_C", "BLOCK_T"])
-@triton.jit
+@triton.autotune(configs=_configs(backward=False), key=["BLOCK_T", "FP32_DOT"],
+                 prune_configs_by={"early_config_prune": _prune_forward})
+@triton.jit(do_not_specialize=["need_weights"])
 def _forward_kernel(
     h_ptr, w_ptr, mask_ptr, ctx_ptr, weights_ptr,
     C, T, Q,
     stride_hb, stride_hc, stride_hq,
     stride_wb, stride_wc, stride_wt,
-    HAS_MASK: tl.constexpr, NEED_WEIGHTS: tl.constexpr, FP32_DOT: tl.constexpr,
-    BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_Q: tl.constexpr,
+    need_weights,
+    FP32_DOT: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_Q: tl.constexpr,
 ):
     pid_q = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     offs_q = pid_q * BLOCK_Q + tl.arange(0, BLOCK_Q)
     q_ok = offs_q < Q
-    offs_t, valid = _valid_words(mask_ptr, b, T, HAS_MASK, BLOCK_T)
+    offs_t, valid = _valid_words(mask_ptr, b, T, BLOCK_T)
     t_ok = offs_t < T
     h_base = h_ptr + b * stride_hb
     w_base = w_ptr + b * stride_wb
@@ -118,9 +145,9 @@ def _forward_kernel(
         s += _dot(hq, wt, FP32_DOT)
     a = _softmax_rows(s, valid)  # (BLOCK_Q, BLOCK_T) fp32
 
-    if NEED_WEIGHTS:
-        tl.store(weights_ptr + b * T * Q + offs_t[None, :] * Q + offs_q[:, None],
-                 a.to(weights_ptr.dtype.element_ty), mask=q_ok[:, None] & t_ok[None, :])
+    # need_weights is a runtime flag in the store's mask (one compile for both, do_not_specialize)
+    tl.store(weights_ptr + b * T * Q + offs_t[None, :] * Q + offs_q[:, None],
+             a.to(weights_ptr.dtype.element_ty), mask=q_ok[:, None] & t_ok[None, :] & (need_weights != 0))
     for c0 in range(0, C, BLOCK_C):
         offs_c = c0 + tl.arange(0, BLOCK_C)
         c_ok = offs_c < C
@@ -131,26 +158,27 @@ def _forward_kernel(
                  ctx.to(ctx_ptr.dtype.element_ty), mask=q_ok[:, None] & c_ok[None, :])
 
 
-@triton.autotune(configs=_configs(backward=True), key=["BLOCK_C", "BLOCK_T"], reset_to_zero=["slots_ptr"])
-@triton.jit
+@triton.autotune(configs=_configs(backward=True), key=["BLOCK_T", "FP32_DOT"], reset_to_zero=["slots_ptr"],
+                 prune_configs_by={"early_config_prune": _prune_backward})
+@triton.jit(do_not_specialize=["has_grad_weights", "one_chunk"])
 def _backward_kernel(
     h_ptr, w_ptr, mask_ptr, gctx_ptr, gweights_ptr, gh_ptr, slots_ptr,
     C, T, Q, SPLIT,
     stride_hb, stride_hc, stride_hq,
     stride_wb, stride_wc, stride_wt,
     stride_gb, stride_gc, stride_gq,
-    HAS_MASK: tl.constexpr, HAS_GRAD_WEIGHTS: tl.constexpr, FP32_DOT: tl.constexpr, ONE_CHUNK: tl.constexpr,
-    BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_Q: tl.constexpr,
+    has_grad_weights, one_chunk,
+    FP32_DOT: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_Q: tl.constexpr,
 ):
     split = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
-    offs_t, valid = _valid_words(mask_ptr, b, T, HAS_MASK, BLOCK_T)
+    offs_t, valid = _valid_words(mask_ptr, b, T, BLOCK_T)
     t_ok = offs_t < T
     h_base = h_ptr + b * stride_hb
     g_base = gctx_ptr + b * stride_gb
     w_base = w_ptr + b * stride_wb
     slot_base = slots_ptr + (b * SPLIT + split) * C * T
-    dw = tl.zeros((BLOCK_C, BLOCK_T), dtype=tl.float32)  # this program's word gradient (ONE_CHUNK)
+    dw = tl.zeros((BLOCK_C, BLOCK_T), dtype=tl.float32)  # this program's word gradient (one_chunk)
 
     for qb in range(split, tl.cdiv(Q, BLOCK_Q), SPLIT):
         offs_q = qb * BLOCK_Q + tl.arange(0, BLOCK_Q)
@@ -167,9 +195,9 @@ def _backward_kernel(
             s += _dot(hq, wt, FP32_DOT)
             da += _dot(gq, wt, FP32_DOT)
         a = _softmax_rows(s, valid)
-        if HAS_GRAD_WEIGHTS:
-            da += tl.load(gweights_ptr + b * T * Q + offs_t[None, :] * Q + offs_q[:, None],
-                          mask=q_ok[:, None] & valid[None, :], other=0.0).to(tl.float32)
+        # has_grad_weights / one_chunk: runtime flags in masks, not branches (one compile; a branch spills in fp32)
+        da += tl.load(gweights_ptr + b * T * Q + offs_t[None, :] * Q + offs_q[:, None],
+                      mask=q_ok[:, None] & valid[None, :] & (has_grad_weights != 0), other=0.0).to(tl.float32)
         ds = a * (da - tl.sum(a * da, 1)[:, None])  # (BLOCK_Q, BLOCK_T)
 
         for c0 in range(0, C, BLOCK_C):
@@ -185,26 +213,22 @@ def _backward_kernel(
             part = _dot(tl.trans(hq), ds.to(hq.dtype), FP32_DOT) + _dot(tl.trans(gq), a.to(gq.dtype), FP32_DOT)
             tl.store(gh_ptr + b * C * Q + offs_c[None, :] * Q + offs_q[:, None],
                      dh.to(gh_ptr.dtype.element_ty), mask=qc_ok)
-            if ONE_CHUNK:
-                dw += part
-            else:  # this program's slot, read-modify-write (no other program touches it)
-                slot = slot_base + offs_c[:, None] * T + offs_t[None, :]
-                ct_ok = c_ok[:, None] & t_ok[None, :]
-                tl.store(slot, tl.load(slot, mask=ct_ok, other=0.0) + part, mask=ct_ok)
+            dw += part  # one chunk: the whole word gradient, stored at the end
+            # several chunks: this program's slot, read-modify-write (no other program touches it)
+            slot = slot_base + offs_c[:, None] * T + offs_t[None, :]
+            ct_ok = c_ok[:, None] & t_ok[None, :] & (one_chunk == 0)
+            tl.store(slot, tl.load(slot, mask=ct_ok, other=0.0) + part, mask=ct_ok)
 
-    if ONE_CHUNK:
-        offs_c = tl.arange(0, BLOCK_C)
-        tl.store(slot_base + offs_c[:, None] * T + offs_t[None, :], dw,
-                 mask=(offs_c < C)[:, None] & t_ok[None, :])
+    offs_c = tl.arange(0, BLOCK_C)
+    tl.store(slot_base + offs_c[:, None] * T + offs_t[None, :], dw,
+             mask=(offs_c < C)[:, None] & t_ok[None, :] & (one_chunk != 0))
 
 
-def block_sizes(C: int, T: int) -> tuple[int, int]:
-    """(BLOCK_C, BLOCK_T) of the launches for C channels and T words (T <= MAX_WORDS)."""
+def block_t(T: int) -> int:
+    """BLOCK_T of the launches for T words (T <= MAX_WORDS): 16, 32 or 64."""
     if T > MAX_WORDS:
         raise ValueError(f"words: at most {MAX_WORDS} words in the Triton kernels, got T={T}")
-    block_c = min(_MAX_BLOCK_C, max(16, triton.next_power_of_2(C)))
-    block_t = max(16, triton.next_power_of_2(T))
-    return block_c, block_t
+    return max(16, triton.next_power_of_2(T))
 
 
 def _regions(x: torch.Tensor) -> tuple[torch.Tensor, int, int, int]:
@@ -220,8 +244,11 @@ def _fp32_dot(dtype: torch.dtype) -> bool:
     return dtype == torch.float32 or (_INTERPRET and dtype == torch.bfloat16)
 
 
-def _mask_arg(mask: Optional[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
-    return like if mask is None else mask.contiguous().view(torch.uint8)
+def _mask_arg(mask: Optional[torch.Tensor], B: int, T: int, device: torch.device) -> torch.Tensor:
+    """The (B, T) uint8 padding mask the kernels read (zeros without one: B * T bytes, one compile)."""
+    if mask is None:
+        return torch.zeros((B, T), dtype=torch.uint8, device=device)
+    return mask.contiguous().view(torch.uint8)
 
 
 def word_region_attention_forward(
@@ -234,7 +261,7 @@ def word_region_attention_forward(
     B, C, H, W = h.shape
     T = words.size(2)
     Q = H * W
-    block_c, block_t = block_sizes(C, T)
+    bt = block_t(T)
     h, shb, shc, shq = _regions(h)
     ctx = torch.empty((B, C, H, W), dtype=h.dtype, device=h.device)
     weights = torch.empty((B, T, H, W) if need_weights else (0,), dtype=h.dtype, device=h.device)
@@ -245,12 +272,12 @@ def word_region_attention_forward(
         return (triton.cdiv(Q, meta["BLOCK_Q"]), B)
 
     _forward_kernel[grid](
-        h, words, _mask_arg(mask, h), ctx, weights,
+        h, words, _mask_arg(mask, B, T, h.device), ctx, weights,
         C, T, Q,
         shb, shc, shq,
         words.stride(0), words.stride(1), words.stride(2),
-        HAS_MASK=mask is not None, NEED_WEIGHTS=need_weights, FP32_DOT=_fp32_dot(h.dtype),
-        BLOCK_C=block_c, BLOCK_T=block_t,
+        int(need_weights),
+        FP32_DOT=_fp32_dot(h.dtype), BLOCK_C=BLOCK_C, BLOCK_T=bt,
     )
     return ctx, weights
 
@@ -272,7 +299,7 @@ def word_region_attention_backward(
     B, C, H, W = h.shape
     T = words.size(2)
     Q = H * W
-    block_c, block_t = block_sizes(C, T)
+    bt = block_t(T)
     h, shb, shc, shq = _regions(h)
     grad_context, sgb, sgc, sgq = _regions(grad_context.to(h.dtype))
     has_gw = grad_weights is not None and grad_weights.numel() > 0
@@ -282,13 +309,13 @@ def word_region_attention_backward(
     slots = torch.zeros((B, split, C, T), dtype=torch.float32, device=h.device)
     if grad_h.numel() > 0 and T > 0:
         _backward_kernel[(split, B)](
-            h, words, _mask_arg(mask, h), grad_context, gw, grad_h, slots,
+            h, words, _mask_arg(mask, B, T, h.device), grad_context, gw, grad_h, slots,
             C, T, Q, split,
             shb, shc, shq,
             words.stride(0), words.stride(1), words.stride(2),
             sgb, sgc, sgq,
-            HAS_MASK=mask is not None, HAS_GRAD_WEIGHTS=has_gw, FP32_DOT=_fp32_dot(h.dtype),
-            ONE_CHUNK=C <= block_c, BLOCK_C=block_c, BLOCK_T=block_t,
+            int(has_gw), int(C <= BLOCK_C),
+            FP32_DOT=_fp32_dot(h.dtype), BLOCK_C=BLOCK_C, BLOCK_T=bt,
         )
     else:
         grad_h.zero_()

@@ -16,7 +16,8 @@ Backward (attention recomputed):
      accumulates ``dR_tile = B^T dC + dS^T W`` from the saved dC and statistics.
   grad_words is the sum of dW_pair over the images (a deterministic torch reduction).
 
-Shapes: words (B, D, T) with T <= 64, regions (B, D, H, W); float32 (IEEE dots), float16, bfloat16.
+Shapes: words (B, D, T) with T <= 64 and D <= 256 (the (T, D) tiles of words, context and their
+gradients stay on chip), regions (B, D, H, W); float32 (IEEE dots), float16, bfloat16.
 Runs in Triton's interpreter on CPU tensors when TRITON_INTERPRET=1 (the tests).
 """
 from __future__ import annotations
@@ -30,7 +31,7 @@ __all__ = ["DTYPES", "MAX_D", "MAX_T", "damsm_word_similarity_backward", "damsm_
 
 COS_EPS = tl.constexpr(1e-8)  # a global read inside @triton.jit must be a constexpr
 MAX_T = 64
-MAX_D = 1024
+MAX_D = 256  # AttnGAN's EMBEDDING_DIM; a larger BLOCK_T x BLOCK_D tile no longer fits on chip
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # tl.dot: no float64
 
 
@@ -98,11 +99,11 @@ def _cosines(w, c, t_mask, gamma2):
     return cos, ww, cc, q, z, sim
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["need_attn"])
 def _damsm_fwd_kernel(W_ptr, L_ptr, R_ptr, SIM_ptr, ATTN_ptr, B, T, D, N,
-                      sw_b, sw_d, sw_t, sr_b, sr_d, sr_n, gamma1, gamma2,
+                      sw_b, sw_d, sw_t, sr_b, sr_d, sr_n, gamma1, gamma2, need_attn,
                       BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
-                      PRECISION: tl.constexpr, NEED_ATTN: tl.constexpr):
+                      PRECISION: tl.constexpr):
     j = tl.program_id(0).to(tl.int64)  # int64 offsets: B * B * T * D may pass 2**31
     i = tl.program_id(1).to(tl.int64)
     n, offs_t, offs_d, t_mask, d_mask, w = _pair_setup(W_ptr, L_ptr, i, T, D, sw_b, sw_d, sw_t, BLOCK_T, BLOCK_D)
@@ -110,15 +111,16 @@ def _damsm_fwd_kernel(W_ptr, L_ptr, R_ptr, SIM_ptr, ATTN_ptr, B, T, D, N,
                       BLOCK_T, BLOCK_D, BLOCK_N, PRECISION)
     cos, ww, cc, q, z, sim = _cosines(w, c, t_mask, gamma2)
     tl.store(SIM_ptr + j * B + i, sim)
-    if NEED_ATTN:
-        if i == j:  # caption i on its own image: the normalised attention (B, T, N), zero at t >= n
-            for k0 in range(0, N, BLOCK_N):
-                r, a, k_mask, offs_k = _word_probabilities(w, R_ptr, j, k0, N, offs_d, d_mask, t_mask,
-                                                           sr_b, sr_d, sr_n, BLOCK_N, PRECISION)
-                beta = tl.exp(gamma1 * a - m[:, None]) / l[:, None]
-                beta = tl.where(t_mask[:, None], beta, 0.0)
-                tl.store(ATTN_ptr + (i * T + offs_t[:, None]) * N + offs_k[None, :],
-                         beta.to(ATTN_ptr.dtype.element_ty), mask=(offs_t[:, None] < T) & k_mask[None, :])
+    # caption i on its own image, when asked (need_attn: a runtime flag, one compile for both): the
+    # normalised attention (B, T, N), zero at t >= n
+    if (need_attn != 0) & (i == j):
+        for k0 in range(0, N, BLOCK_N):
+            r, a, k_mask, offs_k = _word_probabilities(w, R_ptr, j, k0, N, offs_d, d_mask, t_mask,
+                                                       sr_b, sr_d, sr_n, BLOCK_N, PRECISION)
+            beta = tl.exp(gamma1 * a - m[:, None]) / l[:, None]
+            beta = tl.where(t_mask[:, None], beta, 0.0)
+            tl.store(ATTN_ptr + (i * T + offs_t[:, None]) * N + offs_k[None, :],
+                     beta.to(ATTN_ptr.dtype.element_ty), mask=(offs_t[:, None] < T) & k_mask[None, :])
 
 
 @triton.jit
@@ -195,7 +197,7 @@ def _damsm_bwd_regions_kernel(W_ptr, L_ptr, R_ptr, DC_ptr, STAT_ptr, DR_ptr, B, 
              mask=(offs_k[:, None] < N) & (offs_d[None, :] < D))
 
 
-def _config(words: Tensor) -> dict:
+def _config(words: Tensor, backward: bool) -> dict:
     B, D, T = words.shape
     if T > MAX_T:
         raise ValueError(f"words: the CUDA kernel supports T <= {MAX_T} word slots, got T={T}")
@@ -203,22 +205,30 @@ def _config(words: Tensor) -> dict:
         raise ValueError(f"words: the CUDA kernel supports D <= {MAX_D} features, got D={D}")
     if words.dtype not in DTYPES:
         raise TypeError(f"words: the CUDA kernel takes float32, float16 or bfloat16, got {words.dtype}")
-    return launch_config(D, T, words.dtype)
+    return launch_config(D, T, words.dtype, backward)
 
 
-def launch_config(D: int, T: int, dtype: torch.dtype) -> dict:
-    """The constexprs and num_warps of every launch for D features, T word slots and the dtype."""
-    block_d = max(16, triton.next_power_of_2(D))
+def launch_config(D: int, T: int, dtype: torch.dtype, backward: bool) -> dict:
+    """The constexprs, num_warps and num_stages of the forward's or the backward's launches for D
+    features, T word slots and the dtype.
+
+    Six (BLOCK_T, BLOCK_D) buckets: BLOCK_T in {32, 64}, BLOCK_D in {64, 128, 256} (AttnGAN: D = 256,
+    T <= 18 is (32, 256)); tools/triton_resources.py compiles each for sm_80 and sm_90.
+    """
+    block_d = max(64, triton.next_power_of_2(D))
+    block_t = max(32, triton.next_power_of_2(T))
     fp32 = dtype == torch.float32
-    # register budget (checked with ptxas for sm_90 at D=256, T=18; tools/triton_resources.py
-    # compiles every bucket): the fp32 IEEE dots run on FMA units with replicated operands, so
-    # they get region tiles of 16
     return dict(
-        BLOCK_T=max(16, triton.next_power_of_2(T)),
+        BLOCK_T=block_t,
         BLOCK_D=block_d,
-        BLOCK_N=16 if fp32 or block_d >= 512 else 32,
+        # the fp32 IEEE dots run on FMA units with replicated operands: region tiles of 16
+        BLOCK_N=16 if fp32 else 32,
         PRECISION="ieee" if fp32 else "tf32",  # tf32 is ignored for 16-bit inputs
         num_warps=4 if block_d <= 64 else 8,
+        # software pipelining keeps extra copies of the word tiles in shared memory: at 64 x 256 the
+        # backward's pass sm_80's 163 KiB per block (every dtype), so no pipelining there (the
+        # forward fits, and spills KiBs more in fp32 without it)
+        num_stages=1 if backward and block_t * block_d > 8192 else 3,
     )
 
 
@@ -233,14 +243,14 @@ def damsm_word_similarity_forward(words: Tensor, cap_lens: Tensor, regions: Tens
     """CUDA kernel of ``attngan_fast::damsm_word_similarity``: sim (B, B) float32, attn (B or 0, T, H, W)."""
     B, D, T = words.shape
     H, W = regions.shape[2:]
-    cfg = _config(words)
+    cfg = _config(words, backward=False)
     flat, strides = _strides(words, regions)
     sim = torch.empty((B, B), device=words.device, dtype=torch.float32)
     attn = (torch.zeros if need_attention else torch.empty)(
         (B if need_attention else 0, T, H, W), device=words.device, dtype=words.dtype)
-    # without need_attention the attn pointer is never read: pass sim rather than an empty tensor
-    _damsm_fwd_kernel[(B, B)](words, cap_lens, flat, sim, attn if need_attention else sim, B, T, D, H * W, *strides,
-                              float(gamma1), float(gamma2), NEED_ATTN=bool(need_attention), **cfg)
+    # without need_attention the attn pointer is never written: pass words (same pointer type, the same compile)
+    _damsm_fwd_kernel[(B, B)](words, cap_lens, flat, sim, attn if need_attention else words, B, T, D, H * W, *strides,
+                              float(gamma1), float(gamma2), int(need_attention), **cfg)
     return sim, attn
 
 
@@ -250,7 +260,7 @@ def damsm_word_similarity_backward(grad_sim: Tensor, words: Tensor, cap_lens: Te
     B, D, T = words.shape
     H, W = regions.shape[2:]
     N = H * W
-    cfg = _config(words)
+    cfg = _config(words, backward=True)
     flat, strides = _strides(words, regions)
     grad_sim = grad_sim.contiguous()
     dw_pair = torch.empty((B, B, T, D), device=words.device, dtype=torch.float32)

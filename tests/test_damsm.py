@@ -1,10 +1,6 @@
 """The fused DAMSM similarity op and the fused words/sent losses against the reference losses."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -307,35 +303,3 @@ def test_cuda_op_matches_cpu(dtype):
     torch.testing.assert_close(sim.double().cpu(), exact, atol=1e-3 if dtype == torch.float32 else 0.3, rtol=1e-3)
     sim.sum().backward()
     assert torch.isfinite(w.grad).all() and torch.isfinite(r.grad).all()
-
-
-AOT_SCRIPT = r"""
-import sys, torch, triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
-from attngan_fast.kernels import damsm as k
-
-dtype = getattr(torch, sys.argv[1])
-cfg = k._config(torch.empty(2, 256, 18, dtype=dtype))
-num_warps = cfg.pop("num_warps")
-ptr = {torch.float32: "*fp32", torch.bfloat16: "*bf16", torch.float16: "*fp16"}[dtype]
-pointers = {"W_ptr": ptr, "R_ptr": ptr, "ATTN_ptr": ptr, "L_ptr": "*i64"}
-for fn, extra in ((k._damsm_fwd_kernel, {"NEED_ATTN": True}), (k._damsm_bwd_pair_kernel, {}),
-                  (k._damsm_bwd_regions_kernel, {})):
-    consts = dict(cfg, **extra)
-    names = fn.arg_names
-    signature = {n: "constexpr" if n in consts else pointers.get(n, "*fp32") if n.endswith("_ptr")
-                 else "fp32" if n.startswith("gamma") else "i32" for n in names}
-    src = ASTSource(fn, signature, constexprs={(names.index(n),): v for n, v in consts.items()})
-    triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
-print("ok")
-"""
-
-
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_triton_kernels_compile_for_sm90(dtype):
-    """The kernels compile to sm_90 cubins (Triton's bundled ptxas; no GPU needed) at D=256, T=18."""
-    pytest.importorskip("triton.backends.nvidia.compiler")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # the interpreter cannot compile
-    out = subprocess.run([sys.executable, "-c", AOT_SCRIPT, dtype], env=env, capture_output=True, text=True)
-    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]

@@ -67,13 +67,13 @@ def test_too_long_caption_falls_back_to_the_reference_with_one_warning(monkeypat
 def test_damsm_cuda_limits_name_width_and_float64(monkeypatch, fresh_warnings):
     pytest.importorskip("triton")
     _with_cuda_limits_on_cpu(monkeypatch, "damsm_word_similarity", damsm.triton_limits())
-    regions = torch.randn(2, 1100, 2, 2)
+    regions = torch.randn(2, 300, 2, 2)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        damsm_word_similarity(torch.randn(2, 1100, 3), [3, 1], regions, G1, G2)
+        damsm_word_similarity(torch.randn(2, 300, 3), [3, 1], regions, G1, G2)
         damsm_word_similarity(torch.randn(2, 4, 3).double(), [3, 1], regions[:, :4].double(), G1, G2)
     assert [m.split("takes ")[1] for m in _messages(caught)] == [
-        "at most 1024 features (D <= 1024); using the reference implementation",
+        "at most 256 features (D <= 256); using the reference implementation",
         "float32, float16 or bfloat16 (float64 has no tl.dot path); using the reference implementation"]
 
 

@@ -1,9 +1,10 @@
 """Every Triton kernel x config x dtype compiled ahead of time for sm_80 and sm_90 (no GPU needed).
 
-Runs tools/triton_resources.py (its CI set: see ``cases``) in a subprocess without
-``TRITON_INTERPRET`` (the interpreter's kernels cannot be compiled) and fails on a compile error,
-on shared memory over the target's per-block limit, on more registers than a thread can have, or on
-spills above the bounds documented in that script. Slow (minutes: ptxas), marked ``slow``; runs in CI.
+Runs tools/triton_resources.py (every kernel x config x dtype x bucket, see ``cases``) in a
+subprocess without ``TRITON_INTERPRET`` (the interpreter's kernels cannot be compiled) and fails on
+a compile error, on shared memory over the target's per-block limit, on more registers than a thread
+can have, or on spills above the bounds documented in that script. Slow (minutes: ptxas, on every
+core), marked ``slow``; runs in CI.
 """
 from __future__ import annotations
 

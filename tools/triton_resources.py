@@ -1,18 +1,17 @@
 """Compile every Triton kernel ahead of time for sm_80 and sm_90 and report its resources.
 
 For each kernel of ``attngan_fast.kernels`` (attention, damsm) x every config the GPU would run
-(the autotune lists of kernels/attention.py, kernels/damsm.py ``launch_config``) x dtype (fp32,
-fp16, bf16) x the constexpr buckets the launchers produce, ``triton.compile(ASTSource(...),
-target=GPUTarget("cuda", cc, 32))`` builds the cubin with Triton's bundled ptxas (no GPU needed);
-the registers and spill bytes come from ptxas's own report (``-v``), the shared memory from the
-compiled kernel's metadata. Checked against the per-block limits of each target and the spill
-bounds of ``SPILL_BOUNDS``.
+(per dtype: kernels/attention.py ``configs_for``, kernels/damsm.py ``launch_config``) x dtype (fp32,
+fp16, bf16) x every constexpr bucket the launchers produce (attention: BLOCK_T in {16, 32, 64} at
+the fixed BLOCK_C; DAMSM: the distinct ``launch_config`` results over every D <= MAX_D, T <= MAX_T),
+``triton.compile(ASTSource(...), target=GPUTarget("cuda", cc, 32))`` builds the cubin with Triton's
+bundled ptxas (no GPU needed); the registers and spill bytes come from ptxas's own report (``-v``),
+the shared memory from the compiled kernel's metadata. The flags (masks, optional outputs) are
+runtime arguments, so one compile covers every combination. Checked against the per-block limits of
+each target and the spill bounds of ``SPILL_BOUNDS``.
 
-    python tools/triton_resources.py [--full] [--jobs N] [--json out.json] [--markdown out.md]
+    python tools/triton_resources.py [--jobs N] [--json out.json] [--markdown out.md] [--summary out.md]
 
-Without ``--full``: every kernel x config x dtype x target at the largest tiles of each bucket
-axis the launchers produce plus the flag variants at one config (the CI set, see ``cases``);
-``--full`` adds every (BLOCK_C, BLOCK_T) / (BLOCK_D, BLOCK_T) bucket x every flag combination.
 Must run WITHOUT ``TRITON_INTERPRET=1`` (the interpreter's kernels cannot be compiled).
 """
 from __future__ import annotations
@@ -35,26 +34,20 @@ TARGETS = (80, 90)
 # Specifications per Compute Capability"): 163 KiB on 8.0, 227 KiB on 9.0.
 SHARED_LIMIT = {80: 163 * 1024, 90: 227 * 1024}
 MAX_REGS = 255  # per thread, every target
-# Largest spill-store bytes per thread allowed per kernel over every case compiled: what ptxas
-# (Triton 3.8's) reports for the CI set, rounded up to 256 B (docs/triton_resources.md). Most
-# attention configs spill at the largest (BLOCK_C, BLOCK_T) = (64, 64) bucket, fp32 (IEEE dots on
-# FMA units) worst; the autotuner picks among them by time. A change that spills more fails.
+# Largest spill-store bytes per thread allowed per kernel over every case compiled: the worst case
+# Triton 3.8's ptxas reports, rounded up to 256 B (docs/triton_resources.md). A change that spills more fails.
 SPILL_BOUNDS = {
-    "attention._forward_kernel": 16384,
-    "attention._backward_kernel": 37120,
+    # fp32 BLOCK_Q 64 / 4 warps at BLOCK_T 64 on sm_80 (the fp32 configs that spill KiBs are pruned)
+    "attention._forward_kernel": 256,
+    # fp32 BLOCK_Q 32 / 4 warps at BLOCK_T 64 on sm_80; 16-bit at most 684 B (BLOCK_Q 128)
+    "attention._backward_kernel": 1024,
+    # fp32 at (BLOCK_T, BLOCK_D) = (64, 256) on sm_90; every 16-bit case <= 288 B
     "damsm._damsm_fwd_kernel": 2048,
-    "damsm._damsm_bwd_pair_kernel": 23552,
-    "damsm._damsm_bwd_regions_kernel": 13312,
-}
-# DAMSM is not autotuned: a case over the shared-memory limit cannot launch (Triton raises
-# OutOfResources). Known: the backward at BLOCK_D 256 x BLOCK_T 64 (D = 256 with 33..64 word slots;
-# AttnGAN's T <= 18 is BLOCK_T 32, which fits). (kernel, cc, dtype, BLOCK_D, BLOCK_T)
-KNOWN_OVER_SHARED = {
-    ("damsm._damsm_bwd_pair_kernel", 80, "fp32", 256, 64),
-    ("damsm._damsm_bwd_regions_kernel", 80, "fp32", 256, 64),
-    ("damsm._damsm_bwd_regions_kernel", 80, "fp16", 256, 64),
-    ("damsm._damsm_bwd_regions_kernel", 80, "bf16", 256, 64),
-    ("damsm._damsm_bwd_regions_kernel", 90, "fp32", 256, 64),
+    # fp32 at (64, 256): words, context, dC, dW are four 64 x 256 fp32 tiles = the whole 64K-register
+    # file of the block; 16-bit <= 636 B; AttnGAN's T <= 18 (BLOCK_T 32) <= 908 B
+    "damsm._damsm_bwd_pair_kernel": 24576,
+    # fp32 at (64, 128) / (64, 256) (two (T, D) tiles, dC and words, beside the (BLOCK_N, D) sum); 16-bit <= 88 B
+    "damsm._damsm_bwd_regions_kernel": 7680,
 }
 
 
@@ -81,56 +74,40 @@ class Row:
     error: str = ""
 
 
-def _attention_cases(full: bool) -> list[Case]:
+def _attention_cases() -> list[Case]:
     from attngan_fast.kernels import attention as k
 
-    buckets = list(itertools.product((16, 32, 64), (16, 32, 64))) if full else [(64, 64)]
     cases = []
-    for kernel, configs in (("_forward_kernel", k.FORWARD_CONFIGS), ("_backward_kernel", k.BACKWARD_CONFIGS)):
-        flag_names = ("HAS_MASK", "NEED_WEIGHTS") if kernel == "_forward_kernel" else ("HAS_MASK", "HAS_GRAD_WEIGHTS")
-        for ci, cfg in enumerate(configs):
-            for (bc, bt), dtype, cc in itertools.product(buckets, DTYPES, TARGETS):
-                chunks = (True,) if kernel == "_forward_kernel" or bc < 64 else (True, False)  # C > 64 only at 64
-                # every flag combination in --full; else all flags on, and the others once (config 0, fp16, sm_90)
-                every_flag = full or (ci == 0 and dtype == "fp16" and cc == 90)
-                flags = list(itertools.product((True, False), repeat=2)) if every_flag else [(True, True)]
-                for values, one_chunk in itertools.product(flags, chunks):
-                    consts = dict(zip(flag_names, values), FP32_DOT=dtype == "fp32", BLOCK_C=bc, BLOCK_T=bt,
-                                  **cfg.kwargs)
-                    if kernel == "_backward_kernel":
-                        consts["ONE_CHUNK"] = one_chunk
-                    cases.append(Case(f"attention.{kernel}", cc, dtype, consts, cfg.num_warps, cfg.num_stages))
+    for kernel, backward in (("_forward_kernel", False), ("_backward_kernel", True)):
+        for dtype, cc, block_t in itertools.product(DTYPES, TARGETS, (16, 32, 64)):
+            for cfg in k.configs_for(backward, dtype == "fp32"):
+                consts = dict(FP32_DOT=dtype == "fp32", BLOCK_C=k.BLOCK_C, BLOCK_T=block_t, **cfg.kwargs)
+                cases.append(Case(f"attention.{kernel}", cc, dtype, consts, cfg.num_warps, cfg.num_stages))
     return cases
 
 
-# DAMSM (BLOCK_D, BLOCK_T) buckets of the CI set: the AttnGAN shapes (D = 256, T <= 18 -> BLOCK_T 32),
-# a narrow one (D <= 32, 4 warps) and the widest words bucket at D = 256 (T <= 64). BLOCK_D 512 and
-# 1024 compile for minutes each (ptxas on the spilling fp32 tiles): --full only.
-DAMSM_CI_BUCKETS = [(32, 32), (256, 32), (256, 64)]
-
-
-def _damsm_cases(full: bool) -> list[Case]:
+def _damsm_cases() -> list[Case]:
     import torch
 
     from attngan_fast.kernels import damsm as k
 
     dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-    buckets = (list(itertools.product((16, 32, 64, 128, 256, 512, 1024), (16, 32, 64))) if full
-               else DAMSM_CI_BUCKETS)
     cases = []
-    for (d, t), dtype, cc in itertools.product(buckets, DTYPES, TARGETS):
-        cfg = k.launch_config(d, t, dtypes[dtype])
-        num_warps = cfg.pop("num_warps")
-        for kernel in ("_damsm_fwd_kernel", "_damsm_bwd_pair_kernel", "_damsm_bwd_regions_kernel"):
-            for need_attn in ((True, False) if kernel == "_damsm_fwd_kernel" and full else (True,)):
-                consts = dict(cfg, NEED_ATTN=need_attn) if kernel == "_damsm_fwd_kernel" else dict(cfg)
-                cases.append(Case(f"damsm.{kernel}", cc, dtype, consts, num_warps))
+    for dtype, cc in itertools.product(DTYPES, TARGETS):
+        for backward, kernels in ((False, ("_damsm_fwd_kernel",)),
+                                  (True, ("_damsm_bwd_pair_kernel", "_damsm_bwd_regions_kernel"))):
+            launches = {tuple(k.launch_config(d, t, dtypes[dtype], backward).items())
+                        for d, t in itertools.product(range(1, k.MAX_D + 1), range(1, k.MAX_T + 1))}
+            for launch in sorted(launches):
+                cfg = dict(launch)
+                num_warps, num_stages = cfg.pop("num_warps"), cfg.pop("num_stages")
+                cases.extend(Case(f"damsm.{kernel}", cc, dtype, cfg, num_warps, num_stages) for kernel in kernels)
     return cases
 
 
-def cases(full: bool = False) -> list[Case]:
-    """The compile cases: the CI set, or with ``full`` every bucket and flag combination."""
-    return _attention_cases(full) + _damsm_cases(full)
+def cases() -> list[Case]:
+    """Every compile: kernel x config x dtype x target x bucket (the flags are runtime arguments)."""
+    return _attention_cases() + _damsm_cases()
 
 
 def _signature(fn, case: Case) -> tuple[dict, dict]:
@@ -203,25 +180,10 @@ def _over_shared(row: Row) -> bool:
     return not row.error and row.shared > SHARED_LIMIT[row.case.cc]
 
 
-def _known_over_shared(c: Case) -> bool:
-    k = c.constexprs
-    return (c.kernel, c.cc, c.dtype, k.get("BLOCK_D"), k.get("BLOCK_T")) in KNOWN_OVER_SHARED
-
-
 def problems(rows: list[Row]) -> list[str]:
-    """Why the compiled cases are not acceptable (empty: fine).
-
-    Compile errors, registers over 255, spills over SPILL_BOUNDS; shared memory over the target's
-    limit: for an autotuned kernel when no config of the same case (kernel, target, dtype, bucket,
-    flags) fits (the autotuner skips the ones that do not), for DAMSM unless in KNOWN_OVER_SHARED.
-    """
+    """Why the compiled cases are not acceptable (empty: fine): compile errors, registers over 255,
+    spills over SPILL_BOUNDS, shared memory over the target's per-block limit (any case)."""
     out = []
-    fitting: dict[tuple, bool] = {}
-    for r in rows:
-        c = r.case
-        if c.kernel.startswith("attention."):
-            key = (c.kernel, c.cc, c.dtype, tuple((k, v) for k, v in c.constexprs.items() if k != "BLOCK_Q"))
-            fitting[key] = fitting.get(key, False) or not (r.error or _over_shared(r))
     for r in rows:
         c = r.case
         if r.error:
@@ -231,86 +193,103 @@ def problems(rows: list[Row]) -> list[str]:
             out.append(f"{_where(c)}: {r.regs} registers > {MAX_REGS}")
         if r.spill_stores > SPILL_BOUNDS[c.kernel]:
             out.append(f"{_where(c)}: {r.spill_stores} bytes of spill stores > the bound {SPILL_BOUNDS[c.kernel]} B")
-    for key, ok in fitting.items():
-        if not ok:
-            out.append(f"{key}: no autotune config fits the shared memory limit")
-    for r in rows:
-        if r.case.kernel.startswith("damsm.") and _over_shared(r) and not _known_over_shared(r.case):
-            out.append(f"{_where(r.case)}: shared memory {r.shared} B > the sm_{r.case.cc} limit "
-                       f"{SHARED_LIMIT[r.case.cc]} B")
+        if _over_shared(r):
+            out.append(f"{_where(c)}: shared memory {r.shared} B > the sm_{c.cc} limit {SHARED_LIMIT[c.cc]} B")
     return out
 
 
 def run(all_cases: list[Case], jobs: int) -> list[Row]:
-    """Compile the cases on ``jobs`` processes (ptxas is the slow part)."""
+    """Compile the cases on ``jobs`` processes (ptxas is the slow part), the slow ones (DAMSM, fp32) first."""
     if jobs <= 1:
         return [compile_case(c) for c in all_cases]
+    order = sorted(range(len(all_cases)), key=lambda i: (all_cases[i].kernel.startswith("attention."),
+                                                         all_cases[i].dtype != "fp32"))
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(compile_case, all_cases, chunksize=4))
+        done = dict(zip(order, pool.map(compile_case, [all_cases[i] for i in order])))
+    return [done[i] for i in range(len(all_cases))]
 
 
 def _bucket(c: Case) -> str:
-    keys = [k for k in ("BLOCK_C", "BLOCK_T", "BLOCK_D", "BLOCK_N", "BLOCK_Q") if k in c.constexprs]
-    flags = [k for k, v in c.constexprs.items() if v is True and k != "FP32_DOT"]
-    return " ".join(f"{k[6:]}={c.constexprs[k]}" for k in keys) + (" " + ",".join(flags) if flags else "")
+    keys = [k for k in ("BLOCK_C", "BLOCK_T", "BLOCK_D", "BLOCK_N") if k in c.constexprs]
+    return " ".join(f"{k[6:]}={c.constexprs[k]}" for k in keys)
 
 
-def markdown(rows: list[Row], seconds: float, full: bool) -> str:
-    """The resource table: registers / spill bytes / shared KiB on sm_80 and sm_90 per case."""
-    table: dict[tuple, dict[int, Row]] = {}
+def _config(c: Case) -> str:
+    """The autotune config (attention) or the launch's own (DAMSM: its tiles come with the bucket)."""
+    q = c.constexprs.get("BLOCK_Q")
+    return (f"Q={q} " if q else "") + f"w{c.num_warps} s{c.num_stages}"
+
+
+def _cells(by_cc: dict[int, list[Row]]) -> list[str]:
+    """regs / spills / shared KiB per target, the worst of the rows (an error, a limit passed, marked)."""
+    cells = []
+    for cc in TARGETS:
+        rs = by_cc.get(cc, [])
+        if not rs or any(r.error for r in rs):
+            cells += ["error" if rs else "-", "", ""]
+            continue
+        shared = max(r.shared for r in rs)
+        over = " (over the limit)" if shared > SHARED_LIMIT[cc] else ""
+        cells += [str(max(r.regs for r in rs)), str(max(r.spill_stores for r in rs)), f"{shared / 1024:.1f}{over}"]
+    return cells
+
+
+_HEADER = ["| sm_80 regs | sm_80 spills (B) | sm_80 shared (KiB) | sm_90 regs | sm_90 spills (B) | sm_90 shared (KiB) |",
+           "|---|---|---|---|---|---|"]
+
+
+def _intro(rows: list[Row], seconds: float) -> str:
+    return (f"{len(rows)} compiles ({seconds:.0f} s): every kernel of `kernels/attention.py` and "
+            "`kernels/damsm.py` x every config the GPU would run (per dtype: attention's `configs_for`, "
+            "DAMSM's `launch_config`) x dtype x bucket (attention: BLOCK_T in {16, 32, 64}; DAMSM: "
+            "(BLOCK_T, BLOCK_D) in {32, 64} x {64, 128, 256}), compiled ahead of time for sm_80 and sm_90 "
+            "with `triton.compile(ASTSource(...), target=GPUTarget(\"cuda\", cc, 32))` and Triton's bundled "
+            "ptxas (no GPU needed). Registers are per thread, spills are ptxas's spill-store bytes per thread, "
+            "shared memory is the kernel's dynamic shared memory per block (limits: "
+            f"{SHARED_LIMIT[80] // 1024} KiB on sm_80, {SHARED_LIMIT[90] // 1024} KiB on sm_90). "
+            "Checked by tests/test_triton_aot.py: no compile error, at most 255 registers, shared memory "
+            "within the limit, spill stores within `SPILL_BOUNDS` (tools/triton_resources.py): "
+            + ", ".join(f"{k} {v} B" for k, v in SPILL_BOUNDS.items()) + ".")
+
+
+def markdown(rows: list[Row], seconds: float) -> str:
+    """The full resource table: registers / spill bytes / shared KiB on sm_80 and sm_90 per case."""
+    table: dict[tuple, dict[int, list[Row]]] = {}
     for r in rows:
         c = r.case
-        key = (c.kernel, c.dtype, _bucket(c), c.num_warps)
-        table.setdefault(key, {})[c.cc] = r
-    lines = [
-        "# Triton kernels: registers, spills and shared memory on sm_80 / sm_90",
-        "",
-        f"Generated by `python tools/triton_resources.py --markdown docs/triton_resources.md"
-        f"{' --full' if full else ''}` ({len(rows)} compiles, {seconds:.0f} s): every kernel of "
-        "`kernels/attention.py` and `kernels/damsm.py` x every config the GPU would run (the autotune "
-        "lists, DAMSM's `launch_config`) x dtype, compiled ahead of time with "
-        "`triton.compile(ASTSource(...), target=GPUTarget(\"cuda\", cc, 32))` and Triton's bundled "
-        "ptxas (no GPU needed). Registers are per thread, spills are ptxas's spill-store bytes per "
-        "thread, shared memory is the kernel's dynamic shared memory per block (limits: "
-        f"{SHARED_LIMIT[80] // 1024} KiB on sm_80, {SHARED_LIMIT[90] // 1024} KiB on sm_90). "
-        "The attention bucket is (BLOCK_C, BLOCK_T) = (64, 64), the largest the launchers produce, "
-        "with the other flag combinations at the first config (fp16, sm_90); DAMSM's (BLOCK_D, BLOCK_T) "
-        f"buckets are {DAMSM_CI_BUCKETS} (AttnGAN: D = 256, T <= 18 is (256, 32)); `--full` adds every "
-        "bucket and flag. Checked by tests/test_triton_aot.py: no compile error, at most 255 registers, "
-        f"spill stores within {SPILL_BOUNDS} bytes, shared memory within the limit for at least one "
-        "autotune config of each attention case (the autotuner skips configs that do not fit) and for "
-        "every DAMSM case except the known ones: "
-        + "; ".join(f"{k} sm_{cc} {dt} BLOCK_D={d} BLOCK_T={t}" for k, cc, dt, d, t in sorted(KNOWN_OVER_SHARED))
-        + " (these launches fail with OutOfResources on that target).",
-        "",
-        "| kernel | dtype | constexprs | warps | sm_80 regs | sm_80 spills (B) | sm_80 shared (KiB) "
-        "| sm_90 regs | sm_90 spills (B) | sm_90 shared (KiB) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for (kernel, dtype, bucket, warps), by_cc in table.items():
-        cells = []
-        for cc in TARGETS:
-            r = by_cc.get(cc)
-            if r is None or r.error:
-                cells += ["error" if r else "-", "", ""]
-            else:
-                over = " (over the limit)" if _over_shared(r) else ""
-                cells += [str(r.regs), str(r.spill_stores), f"{r.shared / 1024:.1f}{over}"]
-        lines.append(f"| {kernel} | {dtype} | {bucket} | {warps} | " + " | ".join(cells) + " |")
+        table.setdefault((c.kernel, c.dtype, _bucket(c), _config(c)), {}).setdefault(c.cc, []).append(r)
+    lines = ["# Triton kernels: registers, spills and shared memory on sm_80 / sm_90", "",
+             "Generated by `python tools/triton_resources.py --markdown docs/triton_resources.md`: " + _intro(rows, seconds),
+             "", "| kernel | dtype | bucket | config " + _HEADER[0], "|---|---|---|---" + _HEADER[1]]
+    for (kernel, dtype, bucket, config), by_cc in table.items():
+        lines.append(f"| {kernel} | {dtype} | {bucket} | {config} | " + " | ".join(_cells(by_cc)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def summary(rows: list[Row]) -> str:
+    """The compact table (README): per kernel x config x dtype, the worst case over the buckets."""
+    table: dict[tuple, dict[int, list[Row]]] = {}
+    for r in rows:
+        c = r.case
+        config = _config(c) if c.kernel.startswith("attention.") else "launch_config"
+        table.setdefault((c.kernel, config, c.dtype), {}).setdefault(c.cc, []).append(r)
+    lines = ["| kernel | config | dtype " + _HEADER[0], "|---|---|---" + _HEADER[1]]
+    for (kernel, config, dtype), by_cc in table.items():
+        lines.append(f"| {kernel} | {config} | {dtype} | " + " | ".join(_cells(by_cc)) + " |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--full", action="store_true", help="every bucket and flag combination")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="compile processes")
     parser.add_argument("--json", help="write the rows as JSON here")
-    parser.add_argument("--markdown", help="write the resource table here")
+    parser.add_argument("--markdown", help="write the full resource table here")
+    parser.add_argument("--summary", help="write the compact table (worst case over the buckets) here")
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         parser.error("TRITON_INTERPRET=1: the interpreter's kernels cannot be compiled; unset it")
     start = time.perf_counter()
-    rows = run(cases(args.full), args.jobs)
+    rows = run(cases(), args.jobs)
     seconds = time.perf_counter() - start
     bad = problems(rows)
     if args.json:
@@ -319,7 +298,10 @@ def main(argv: list[str] | None = None) -> int:
                        "rows": [dict(asdict(r), case=asdict(r.case)) for r in rows]}, f, indent=1)
     if args.markdown:
         with open(args.markdown, "w") as f:
-            f.write(markdown(rows, seconds, args.full))
+            f.write(markdown(rows, seconds))
+    if args.summary:
+        with open(args.summary, "w") as f:
+            f.write(summary(rows))
     print(f"{len(rows)} compiles in {seconds:.0f} s, {len(bad)} problems")
     for p in bad:
         print(p, file=sys.stderr)
