@@ -23,6 +23,8 @@ def test_demo_pipeline_tiny(tmp_path, branches):
         summary = run_demo(tmp_path, minutes=EVAL_RESERVE_MINUTES + 0.05, threads=None, progress=False,
                            damsm_overrides={**TINY, "TRAIN.MAX_EPOCH": 1}, gan_overrides=gan, log=lambda m: None)
     assert summary["gan"]["steps"] >= 1
+    if branches == 2:  # the 64 px stage alone first, then both stages grown from it
+        assert summary["gan_64px"]["steps"] >= 1 and (tmp_path / "gan_64px" / "run.json").exists()
     saved = json.loads((tmp_path / "demo.json").read_text())
     assert saved["prompts"] == list(PROMPTS)
     assert {"mean", "std"} <= set(saved["evaluation"]["r_precision"])
