@@ -161,6 +161,7 @@ def evaluate_generator(
     fid_protocol: Optional[str] = None,
     resize: Optional[str] = None,
     fid_stats: Optional[str] = None,
+    fid_images: Optional[int] = None,
     num_images: Optional[int] = None,
     seed: int = 0,
     batch_size: int = 32,
@@ -176,14 +177,15 @@ def evaluate_generator(
     metrics: default :func:`default_metrics`. damsm_encoders: (text encoder, image encoder) for
     R-precision. fid_protocol / resize: the FID feature protocol and resize filter
     (:mod:`attngan_fast.metrics.fid`); fid_stats: an ``.npz`` of ``attngan-fast fid-stats`` to use
-    as the reference (refused when made under another protocol). diversity_samples: images per
+    as the reference (refused when made under another protocol); fid_images: FID / KID of the
+    first that many images against as many real ones (default all: a CPU's budget may want fewer). diversity_samples: images per
     test caption for ``diversity``, on the first ``diversity_captions`` (default all) test captions. Metrics that cannot run (no
     encoders, not synthetic birds, no Inception weights or metrics extra) raise ValueError.
     """
     from ..data import build_dataset
 
     for name, value in (("num_images", 1 if num_images is None else num_images), ("batch_size", batch_size),
-                        ("diversity_captions", diversity_captions or 1)):
+                        ("diversity_captions", diversity_captions or 1), ("fid_images", fid_images or 1)):
         if value < 1:
             raise ValueError(f"{name}: expected >= 1, got {value}")
     notes = []
@@ -230,7 +232,7 @@ def evaluate_generator(
         result["r_precision"] = rp.to_dict()
         log(f"R-precision: {rp}")
     if any(m in metrics for m in SYNTHETIC_METRICS):
-        real, labels = real_attribute_set(build_dataset(cfg, "train", seed=seed))
+        real, labels = real_attribute_set(build_dataset(cfg, "train", seed=seed, augment=False))
         classifier = train_attribute_classifier(real, labels, ATTRIBUTE_CLASSES, epochs=classifier_epochs, seed=seed,
                                                 flip_swaps=("facing",))
         real_test, test_labels = real_attribute_set(test_set)
@@ -254,9 +256,11 @@ def evaluate_generator(
         if fid_stats:
             reference = ReferenceStats.load(fid_stats, expected_protocol=extractor.protocol)
         else:
-            reference = reference_statistics(extractor, test_set, batch_size=batch_size, progress=progress,
-                                             description=f"{cfg.DATASET_NAME} test split, {len(test_set)} real images")
-        features, probs = extract_features(extractor, images, batch_size=batch_size, progress=progress,
+            count = min(len(test_set), fid_images or len(test_set))
+            reference = reference_statistics(extractor, test_set, count=count, batch_size=batch_size,
+                                             progress=progress,
+                                             description=f"{cfg.DATASET_NAME} test split, {count} real images")
+        features, probs = extract_features(extractor, images[:fid_images], batch_size=batch_size, progress=progress,
                                            desc="inception features (generated)")
         scores = feature_metrics(reference, features, kid_subsets)
         result["fid_protocol"] = extractor.protocol
