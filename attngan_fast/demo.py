@@ -2,11 +2,17 @@
 
 1. synthetic birds (:mod:`attngan_fast.data.synthetic`), drawn in memory;
 2. DAMSM pre-training (config ``demo_damsm``): text and image encoders;
-3. AttnGAN training (config ``demo_birds``) for the time that is left, minus a reserve for 4-5;
-4. images and attention pictures for :data:`PROMPTS`;
-5. evaluation on the test captions: R-precision and wing / belly colour accuracy.
+3. AttnGAN training (config ``demo_birds``: two stages, 64 px then 128 px with the generator's word
+   attention) for the time that is left, minus a reserve for 4-5: first the 64 px stage alone
+   (:data:`STAGE1_SHARE` of that time, in ``gan_64px/``), then the two-stage model grown from it
+   (``train_gan(..., grow_from=...)``) in ``gan/``;
+4. images and attention pictures for :data:`PROMPTS`: the generator's own word attention (each
+   attention stage's maps over its image) and, in the last row, DAMSM's over the final image;
+5. evaluation on the test captions: R-precision, the accuracy of every named attribute, the
+   diversity of the unnamed ones, and FID / KID against the real test renders (tf-fid, when the
+   ``metrics`` extra is installed).
 
-Outputs under ``out``: ``damsm/``, ``gan/`` (snapshots, ``log.jsonl``, ``samples/``), ``prompts/``
+Outputs under ``out``: ``damsm/``, ``gan_64px/``, ``gan/`` (snapshots, ``log.jsonl``, ``samples/``), ``prompts/``
 (PNG per stage, ``*_attention.png``), ``evaluation.json`` and ``demo.json`` (timings, metrics).
 The demo always starts from scratch (its DAMSM encoders are new): in a reused ``out`` the previous
 GAN run in ``gan/`` is cleared (``train_gan(..., overwrite=True)``: its files only); a GAN training
@@ -31,8 +37,16 @@ PROMPTS = (
     "a bird with wings that are red and a yellow belly",
 )
 DEFAULT_MINUTES = 15.0
-# minutes kept for the prompts and the evaluation after the GAN training
-EVAL_RESERVE_MINUTES = 0.75
+# minutes kept for the prompts and the evaluation after the GAN training (FID / KID: 1.5 more)
+EVAL_RESERVE_MINUTES = 1.5
+FID_RESERVE_MINUTES = 1.5
+# FID / KID of this many generated images against as many real test renders (Inception on a CPU)
+FID_IMAGES = 200
+# share of the GAN time spent on the 64 px stage alone (a step ~2.6x cheaper than both stages';
+# 0.75 against 0.6: docs/demo_recipe.md)
+STAGE1_SHARE = 0.75
+# test captions of the diversity measure (8 images each, and 8 real renders)
+DIVERSITY_CAPTIONS = 100
 
 
 def run_demo(
@@ -51,9 +65,9 @@ def run_demo(
     threads: torch CPU threads (1 by default: on a small shared CPU one thread is the fastest;
     None keeps torch's choice). The overrides change the shipped configs (tests use tiny ones).
     """
-    from .metrics.evaluate import evaluate_generator, format_table
+    from .metrics.evaluate import default_metrics, evaluate_generator, format_table
     from .sampling import Generator, damsm_attention
-    from .training import TrainOptions, train_gan
+    from .training import train_gan
     from .training.damsm import load_encoders, pretrain_damsm
 
     start = time.monotonic()
@@ -70,37 +84,59 @@ def run_demo(
     net_e = out / "damsm" / "Model" / f"text_encoder{damsm_cfg.TRAIN.MAX_EPOCH - 1}.pth"
 
     gan_cfg = config.load("demo_birds", **{**(gan_overrides or {}), "TRAIN.NET_E": str(net_e)})
-    left = minutes - (time.monotonic() - start) / 60.0 - EVAL_RESERVE_MINUTES
-    log(f"[demo] 2/4 AttnGAN training for {max(left, 0.0):.1f} min")
-    options = TrainOptions(out_dir=str(out / "gan"), seed=seed + 2, device="cpu", max_minutes=max(left, 0.05),
-                           ema_decay=0.99, sample_every=200, log_every=20, progress=progress)
-    gan = train_gan(gan_cfg, options, overwrite=True)
+    metrics, note = default_metrics(gan_cfg)
+    if note:
+        log(f"[demo] {note}")
+    reserve = EVAL_RESERVE_MINUTES + (FID_RESERVE_MINUTES if "fid" in metrics else 0.0)
+    left = minutes - (time.monotonic() - start) / 60.0 - reserve
+    log(f"[demo] 2/4 AttnGAN training for {max(left, 0.0):.1f} min: the 64 px stage alone, then both stages")
+    grow_from = None
+    if gan_cfg.TREE.BRANCH_NUM > 1:
+        stage1 = train_gan(config.load("demo_birds", **{**(gan_overrides or {}), "TRAIN.NET_E": str(net_e),
+                                                        "TREE.BRANCH_NUM": 1}),
+                           _gan_options(out / "gan_64px", seed, STAGE1_SHARE * left, progress), overwrite=True)
+        grow_from = stage1["snapshot"]
+        timings["gan_64px_s"] = time.monotonic() - start - timings["damsm_s"]
+        left = minutes - (time.monotonic() - start) / 60.0 - reserve
+        log(f"[demo] 2/4 both stages (grown from {grow_from}) for {max(left, 0.0):.1f} min")
+    gan = train_gan(gan_cfg, _gan_options(out / "gan", seed, left, progress), grow_from=grow_from, overwrite=True)
     timings["gan_s"] = time.monotonic() - start - timings["damsm_s"]
 
     log("[demo] 3/4 the prompts' images and attention maps")
     generator = Generator.from_checkpoint(gan["snapshot"])
     result = generator.generate(list(PROMPTS), seed=seed, num=4)
     encoders = load_encoders(gan_cfg, generator.vocab.n_words, net_e)
-    if not result.attention:  # one stage: no attention in G; draw DAMSM's word attention instead
-        result.attention = [damsm_attention(result, *encoders, gan_cfg)]
-        result.attention_labels = ["DAMSM"]
+    sizes = [int(im.shape[-1]) for im in result.images]
+    result.attention_labels = [f"G {sizes[j + 1]}px" for j in range(len(result.attention))] + ["DAMSM"]
+    result.attention = [*result.attention, damsm_attention(result, *encoders, gan_cfg)]
     prompt_files = result.save(out / "prompts")
 
     log("[demo] 4/4 evaluation on the test captions")
-    evaluation = evaluate_generator(generator, gan_cfg, metrics=("r_precision", "attributes"),
-                                    damsm_encoders=encoders, seed=seed, log=log)
+    evaluation = evaluate_generator(generator, gan_cfg, metrics=metrics, damsm_encoders=encoders, seed=seed,
+                                    diversity_captions=DIVERSITY_CAPTIONS, fid_images=FID_IMAGES, log=log)
     atomic_write_json(out / "evaluation.json", evaluation)
     timings["total_s"] = time.monotonic() - start
     summary = {
         "minutes_budget": minutes, "seconds": timings["total_s"], "timings": timings,
         "damsm_r_precision_real_images": damsm.get("r_precision"),
         "gan": {"epochs": gan["epochs"], "steps": gan["steps"], "snapshot": gan["snapshot"]},
+        **({"gan_64px": {"epochs": stage1["epochs"], "steps": stage1["steps"], "snapshot": stage1["snapshot"]}}
+           if grow_from else {}),
         "evaluation": evaluation, "prompts": list(PROMPTS),
         "prompt_images": [str(p) for p in prompt_files],
     }
     atomic_write_json(out / "demo.json", summary)
     log(format_table(evaluation))
+    steps = (f"{stage1['steps']} steps at 64 px, then " if grow_from else "") + f"{gan['steps']} steps"
     log(f"[demo] done in {timings['total_s'] / 60:.1f} min (DAMSM {timings['damsm_s']:.0f} s, GAN "
-        f"{timings['gan_s']:.0f} s: {gan['steps']} steps); images in {out / 'prompts'}, results in "
+        f"{timings['gan_s']:.0f} s: {steps}); images in {out / 'prompts'}, results in "
         f"{out / 'demo.json'}")
     return summary
+
+
+def _gan_options(out: Path, seed: int, minutes: float, progress: bool) -> Any:
+    """The demo's training options: EMA 0.99 (a short run), samples every 200 steps."""
+    from .training import TrainOptions
+
+    return TrainOptions(out_dir=str(out), seed=seed + 2, device="cpu", max_minutes=max(minutes, 0.05), ema_decay=0.99,
+                        sample_every=200, log_every=20, progress=progress)

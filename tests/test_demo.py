@@ -9,6 +9,7 @@ from PIL import Image
 from attngan_fast.cli import main
 from attngan_fast.demo import EVAL_RESERVE_MINUTES, PROMPTS, run_demo
 from attngan_fast.training import load_snapshot
+from attngan_fast.visualize import _LABEL_HEIGHT
 from tests.training_helpers import single_thread
 
 TINY = {"SYNTHETIC.NUM_IMAGES": 50, "TRAIN.BATCH_SIZE": 8, "TEXT.EMBEDDING_DIM": 8, "DAMSM.SMALL_CNN_WIDTH": 4,
@@ -22,10 +23,17 @@ def test_demo_pipeline_tiny(tmp_path, branches):
         summary = run_demo(tmp_path, minutes=EVAL_RESERVE_MINUTES + 0.05, threads=None, progress=False,
                            damsm_overrides={**TINY, "TRAIN.MAX_EPOCH": 1}, gan_overrides=gan, log=lambda m: None)
     assert summary["gan"]["steps"] >= 1
+    if branches == 2:  # the 64 px stage alone first, then both stages grown from it
+        assert summary["gan_64px"]["steps"] >= 1 and (tmp_path / "gan_64px" / "run.json").exists()
     saved = json.loads((tmp_path / "demo.json").read_text())
     assert saved["prompts"] == list(PROMPTS)
     assert {"mean", "std"} <= set(saved["evaluation"]["r_precision"])
-    assert set(saved["evaluation"]["attribute_accuracy"]) == {"wing", "belly"}
+    evaluation = saved["evaluation"]
+    assert {"wing", "belly"} <= set(evaluation["attribute_accuracy"]) <= {"wing", "belly", "head", "beak", "size"}
+    assert {"background", "facing"} <= set(evaluation["diversity"])  # never named by a caption
+    assert all(d["relative"] > 0 for d in evaluation["diversity"].values())
+    if "fid_protocol" in evaluation:  # the metrics extra is installed
+        assert evaluation["fid"] >= 0 and evaluation["fid_protocol"]["protocol"] == "tf-fid"
     prompts = tmp_path / "prompts"
     for i in range(len(PROMPTS)):
         for j in range(4):
@@ -33,6 +41,8 @@ def test_demo_pipeline_tiny(tmp_path, branches):
             assert (prompts / f"{i:03d}_{j}_attention.png").exists()
     figure = Image.open(prompts / "001_0_attention.png")
     assert figure.width == 128 * (1 + len(PROMPTS[1].split()))  # the image, then one cell per word
+    # one row per attention stage of G (the 128 px stage's word maps), then DAMSM's row
+    assert figure.height == branches * (128 + _LABEL_HEIGHT)
     assert (tmp_path / "gan" / "run.json").exists() and (tmp_path / "evaluation.json").exists()
     if branches == 1:  # a reused demo folder starts the GAN afresh (its previous gan/ run is cleared)
         with single_thread():

@@ -43,12 +43,18 @@ def test_evaluate_generator(trained):
     with single_thread():
         gen = Generator.from_checkpoint(snapshot)
         encoders = load_encoders(cfg, gen.vocab.n_words, net_e)
-        result = evaluate_generator(gen, cfg, metrics=("r_precision", "attributes"), damsm_encoders=encoders,
-                                    classifier_epochs=2, log=lambda m: None)
+        result = evaluate_generator(gen, cfg, metrics=("r_precision", "attributes", "diversity"),
+                                    damsm_encoders=encoders, classifier_epochs=2, diversity_samples=3,
+                                    diversity_captions=4, log=lambda m: None)
     assert result["images"] == 10 and result["image_size"] == 128
     assert 0 <= result["r_precision"]["mean"] <= 100 and len(result["r_precision"]["folds"]) == 10
-    assert set(result["attribute_accuracy"]) == {"wing", "belly"}
+    assert {"wing", "belly"} <= set(result["attribute_accuracy"]) <= {"wing", "belly", "head", "beak", "size"}
     assert all(0.0 <= v <= 1.0 for v in result["attribute_accuracy"].values())
+    assert set(result["attribute_accuracy_real"]) == {"wing", "belly", "head", "beak", "size", "background", "facing"}
+    for name in ("background", "facing"):  # never named: every one of the 4 captions counts
+        d = result["diversity"][name]
+        assert d["captions"] == 4 and 1 <= d["generated"] <= 3 and 1 <= d["real"] <= 3
+        assert d["relative"] == pytest.approx(d["generated"] / d["real"])
     table = format_table(result)
     assert "R-precision (%)" in table and "wing colour accuracy (%)" in table
     with pytest.raises(ValueError, match="unknown"):
@@ -95,7 +101,7 @@ def test_evaluate_without_the_metrics_extra_explains(trained, monkeypatch, capsy
     tmp, cfg, snapshot, _ = trained
     monkeypatch.setattr(fid_module, "TF_FID_PACKAGE", "attngan_fast_no_such_package")
     metrics, note = default_metrics(cfg)
-    assert metrics == ["r_precision", "attributes"] and 'pip install -e ".[metrics]"' in note
+    assert metrics == ["r_precision", "attributes", "diversity"] and 'pip install -e ".[metrics]"' in note
     table = format_table({"images": 10, "image_size": 128, "notes": [note]})
     assert 'FID/KID not computed: FID/KID with the standard TF-FID Inception need the metrics extra' in table
     capsys.readouterr()

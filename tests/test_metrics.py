@@ -5,7 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from attngan_fast.metrics.attributes import AttributeClassifier, attribute_accuracy, train_attribute_classifier
+from attngan_fast.metrics.attributes import (
+    AttributeClassifier,
+    attribute_accuracy,
+    distinct_classes,
+    train_attribute_classifier,
+)
 from attngan_fast.metrics.inception import (
     InceptionV3,
     feature_statistics,
@@ -119,3 +124,26 @@ def test_attribute_classifier_learns_colours():
     assert isinstance(model, AttributeClassifier) and not model.training
     with pytest.raises(ValueError, match="labels"):
         train_attribute_classifier(images, {"wing": top[:3]}, {"wing": 5})
+    with pytest.raises(ValueError, match="flip_swaps: 'wing' is not a two-class attribute"):
+        train_attribute_classifier(images, labels, {"wing": 5, "belly": 5}, flip_swaps=("wing",))
+    masked = attribute_accuracy(model, images, labels, masks={"wing": top == 0, "belly": torch.zeros(n, dtype=torch.bool)})
+    assert set(masked) == {"wing"} and masked["wing"] > 0.8  # no image counts for belly: left out
+
+
+def test_attribute_classifier_learns_a_facing_under_flips():
+    """A dark left or right half: with flip_swaps the flipped copies keep their label true."""
+    g = torch.Generator().manual_seed(0)
+    n = 128
+    side = torch.randint(0, 2, (n,), generator=g)
+    images = torch.full((n, 3, 16, 16), 0.5) + 0.05 * torch.randn(n, 3, 16, 16, generator=g)
+    images[side == 0, :, :, :8] = -0.5
+    images[side == 1, :, :, 8:] = -0.5
+    model = train_attribute_classifier(images, {"facing": side}, {"facing": 2}, epochs=6, batch_size=16,
+                                       flip_swaps=("facing",))
+    assert attribute_accuracy(model, images, {"facing": side})["facing"] > 0.9
+
+
+def test_distinct_classes():
+    assert distinct_classes(torch.tensor([3, 1, 3, 2, 0, 0, 0, 0, 5, 4, 3, 2]), 4).tolist() == [3, 1, 4]
+    with pytest.raises(ValueError, match="expected"):
+        distinct_classes(torch.arange(5), 4)

@@ -9,8 +9,10 @@ from attngan_fast import config
 from attngan_fast.cli import main
 from attngan_fast.data import SyntheticBirds, TextDataset, build_dataset
 from attngan_fast.data.synthetic import (
+    ATTRIBUTE_CLASSES,
     COLOUR_NAMES,
     bird_captions,
+    named_attributes,
     read_attributes,
     render_bird,
     sample_attributes,
@@ -47,6 +49,34 @@ def test_attributes_classes_and_captions():
         assert max(len(c) for c in ds.captions[i]) <= 18
     assert {len(set(ds.attribute_array(k))) for k in ("wing", "belly", "head")} == {10}
     assert set(ds.attribute_array("beak")) == {0, 1}
+    for name, classes in ATTRIBUTE_CLASSES.items():
+        assert set(ds.attribute_array(name)) == set(range(classes))
+
+
+def test_named_attributes_of_captions():
+    ds = SyntheticBirds("train", num_images=40, data_seed=0)
+    seen = set()
+    for i in range(len(ds)):
+        attrs = ds.attributes(i).names()
+        for caption in ds.text[i]:
+            named = named_attributes(caption.replace(",", " ").split())
+            seen.add(named)
+            assert named[:2] == ("wing", "belly") and not {"background", "facing"} & set(named)
+            assert ("head" in named) == (f"{attrs['head']} head" in caption or f"{attrs['head']} crown" in caption
+                                         or f"{attrs['head']} nape" in caption)
+    assert {n for named in seen for n in named} == {"wing", "belly", "head", "beak", "size"}
+    assert ("wing", "belly") in seen
+
+
+def test_variant_images_keep_the_named_attributes():
+    ds = SyntheticBirds("test", num_images=20, base_size=32, augment=False, seed=0)
+    everything = ds.variant_images(1, tuple(ATTRIBUTE_CLASSES), 2)
+    some = ds.variant_images(1, ("wing", "belly"), 3)
+    assert everything.shape == (2, 3, 32, 32) and some.shape == (3, 3, 32, 32)
+    assert torch.equal(some, ds.variant_images(1, ("wing", "belly"), 3))  # deterministic
+    assert not torch.equal(some[0], some[1])  # the rest drawn afresh
+    with pytest.raises(ValueError, match="keep: unknown attributes"):
+        ds.variant_images(1, ("tail",), 2)
 
 
 def test_split_by_index_and_fixed_vocabulary():

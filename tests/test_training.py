@@ -164,6 +164,30 @@ def test_resume_rejects_another_model(tmp_path):
         other.resume(tmp_path / "checkpoint_epoch_1.pt")
 
 
+def test_grow_from_fewer_stages(tmp_path):
+    """A 64 px run's G (weights, EMA) and D start the first stage of a two-stage model; the new stage
+    keeps its initialisation; the step count starts afresh; no growing from as many stages."""
+    from attngan_fast.training.snapshots import grow_from_snapshot
+
+    small = make_trainer(tmp_path / "one", cfg=tiny_cfg(**{"TREE.BRANCH_NUM": 1}), max_epochs=1)
+    small.train()
+    snapshot = tmp_path / "one" / "checkpoint_epoch_0.pt"
+    grown = make_trainer(tmp_path / "two", max_epochs=1)
+    fresh = {k: v.clone() for k, v in grown.netG.state_dict().items()}
+    grow_from_snapshot(grown, snapshot)
+    assert (grown.epoch, grown.step) == (0, 0)
+    for name, value in grown.netG.state_dict().items():
+        expected = small.netG.state_dict().get(name, fresh[name])
+        assert torch.equal(value, expected), name
+    ema = dict(grown.netG_ema.named_parameters())
+    assert all(torch.equal(ema[k], v) for k, v in small.netG_ema.named_parameters())
+    assert all(torch.equal(a, b) for a, b in zip(grown.netsD[0].state_dict().values(),
+                                                  small.netsD[0].state_dict().values()))
+    grown.train()
+    with pytest.raises(ValueError, match="fewer stages than this model, found TREE.BRANCH_NUM 1 in it and 1 now"):
+        grow_from_snapshot(make_trainer(tmp_path / "again", cfg=tiny_cfg(**{"TREE.BRANCH_NUM": 1})), snapshot)
+
+
 KILL_SCRIPT = """
 import sys
 sys.path.insert(0, {root!r})

@@ -21,19 +21,22 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Iterable, Optional, Sequence, Union
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
+from torch import Tensor
 
 from ..io import atomic_pickle_dump, atomic_write_json, atomic_write_text
 from .base import CaptionDataset
 from .text import CaptionsPickle, Vocabulary, save_captions_pickle, tokenize
 
-__all__ = ["COLOURS", "BACKGROUNDS", "BirdAttributes", "SyntheticBirds", "render_bird", "sample_attributes",
-           "bird_captions", "synthetic_vocabulary", "write_birds_layout", "read_attributes"]
+__all__ = ["COLOURS", "BACKGROUNDS", "ATTRIBUTE_CLASSES", "BirdAttributes", "SyntheticBirds", "render_bird",
+           "sample_attributes", "bird_captions", "named_attributes", "synthetic_vocabulary", "write_birds_layout",
+           "read_attributes"]
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "black": (25, 25, 25), "white": (245, 245, 240), "red": (205, 30, 35), "blue": (35, 75, 205),
@@ -68,6 +71,13 @@ _TEMPLATES = (
     "a {size} bird with {wing} wing feathers and a {belly} belly and breast",
 )
 CAPTIONS_PER_IMAGE = 10
+# every attribute a bird is drawn with, and its number of classes (SyntheticBirds.attribute_array)
+ATTRIBUTE_CLASSES = {"wing": len(COLOURS), "belly": len(COLOURS), "head": len(COLOURS), "beak": 2, "size": 2,
+                     "background": len(BACKGROUNDS), "facing": 2}
+# the words by which a caption names an attribute besides wing and belly (which every caption names)
+_NAMING_WORDS = {"head": frozenset({"head", "crown", "nape"}),
+                 "beak": frozenset(w for syn in _BEAK.values() for w in syn),
+                 "size": frozenset(w for syn in _SIZE.values() for w in syn)}
 
 
 @dataclass(frozen=True)
@@ -123,6 +133,14 @@ def bird_captions(attrs: BirdAttributes, seed: int, index: int, count: int = CAP
             size=_SIZE[attrs.size][rng.integers(len(_SIZE[attrs.size]))],
         ))
     return out
+
+
+def named_attributes(words: Iterable[str]) -> tuple[str, ...]:
+    """The attributes a synthetic caption (its words) names, in :data:`ATTRIBUTE_CLASSES` order:
+    wing and belly always, head / beak / size when one of their words is there; never background
+    or facing."""
+    words = set(words)
+    return ("wing", "belly") + tuple(name for name, naming in _NAMING_WORDS.items() if words & naming)
 
 
 def synthetic_vocabulary() -> Vocabulary:
@@ -270,6 +288,22 @@ class SyntheticBirds(CaptionDataset):
         choices = {"beak": ("short", "long"), "size": ("small", "large"), "facing": ("left", "right"),
                    "background": tuple(BACKGROUNDS)}[name]
         return np.asarray([choices.index(v) for v in values], dtype=np.int64)
+
+    def variant_images(self, index: int, keep: Sequence[str], count: int, seed: int = 0) -> Tensor:
+        """(count, 3, S, S) images (the last stage, the split's transform) of ``count`` new birds that
+        share the attributes ``keep`` with image ``index``, all else drawn afresh as the set draws it
+        (the real counterpart of ``count`` samples for one caption)."""
+        unknown = [k for k in keep if k not in ATTRIBUTE_CLASSES]
+        if unknown:
+            raise ValueError(f"keep: unknown attributes {unknown}; expected some of {tuple(ATTRIBUTE_CLASSES)}")
+        base = self._attributes[index]
+        rng = np.random.default_rng([self.data_seed, seed, self.indices[index], 2])
+        images = []
+        for j in range(count):
+            fresh = sample_attributes(self.data_seed, self.num_images + count * self.indices[index] + j)
+            attrs = replace(fresh, **{k: getattr(base, k) for k in keep})
+            images.append(self.transform(Image.fromarray(np.asarray(render_bird(attrs, self.render_size))), rng)[-1])
+        return torch.stack(images)
 
     def render(self, index: int) -> np.ndarray:
         """(R, R, 3) uint8 render of image ``index`` before crop (R = ``render_size``), cached."""

@@ -1,19 +1,24 @@
-"""Attribute accuracy for synthetic birds: does a generated bird have the colours its caption names?
+"""Attributes of synthetic birds: does a generated bird have what its caption names, and does
+what the caption leaves open vary with the noise?
 
 A small CNN (:class:`AttributeClassifier`) is trained on real synthetic renders to predict each
-attribute (wing colour, belly colour: 10 classes each); :func:`attribute_accuracy` is the share of
-generated images whose predicted attribute equals the caption's. Chance is 1/10 per attribute.
+attribute (any set of heads: wing / belly / head colour, beak, size, background, facing);
+:func:`attribute_accuracy` is the share of generated images whose predicted attribute equals the
+caption's (chance 1/classes); :func:`distinct_classes` counts the distinct predictions among the
+samples of one caption (the diversity measure: generated against real renders that share the
+caption's named attributes).
 """
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["AttributeClassifier", "train_attribute_classifier", "predict_attributes", "attribute_accuracy"]
+__all__ = ["AttributeClassifier", "train_attribute_classifier", "predict_attributes", "attribute_accuracy",
+           "distinct_classes"]
 
 
 class AttributeClassifier(nn.Module):
@@ -53,15 +58,20 @@ def train_attribute_classifier(
     lr: float = 2e-3,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    flip_swaps: Sequence[str] = (),
 ) -> AttributeClassifier:
     """Train a classifier on real images (N, 3, H, W) in [-1, 1] with labels {attribute: (N,) int64}.
 
-    Adam, cross-entropy summed over attributes, random horizontal flips. Returns it in eval mode.
+    Adam, cross-entropy summed over attributes, random horizontal flips; flip_swaps: the binary
+    attributes a flip inverts (facing left / right). Returns it in eval mode.
     """
     n = images.size(0)
     for name, y in labels.items():
         if y.shape != (n,):
             raise ValueError(f"labels[{name!r}]: expected ({n},), got {tuple(y.shape)}")
+    for name in flip_swaps:
+        if num_classes.get(name) != 2:
+            raise ValueError(f"flip_swaps: {name!r} is not a two-class attribute of num_classes")
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model = AttributeClassifier(num_classes).to(device)
@@ -75,7 +85,9 @@ def train_attribute_classifier(
             flip = torch.rand(len(idx), generator=generator) < 0.5
             x = torch.where(flip.to(device).view(-1, 1, 1, 1), x.flip(3), x)
             logits = model(x)
-            loss = sum(F.cross_entropy(logits[k], labels[k][idx].to(device)) for k in labels)
+            targets = {k: torch.where(flip, 1 - y[idx], y[idx]) if k in flip_swaps else y[idx]
+                       for k, y in labels.items()}
+            loss = sum(F.cross_entropy(logits[k], targets[k].to(device)) for k in labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -96,8 +108,26 @@ def predict_attributes(model: AttributeClassifier, images: Tensor, batch_size: i
 
 def attribute_accuracy(
     model: AttributeClassifier, images: Tensor, targets: Mapping[str, Tensor], batch_size: int = 256,
-    predictions: Optional[Mapping[str, Tensor]] = None,
+    predictions: Optional[Mapping[str, Tensor]] = None, masks: Optional[Mapping[str, Tensor]] = None,
 ) -> dict[str, float]:
-    """{attribute: share of images whose predicted attribute equals ``targets[attribute]`` (N,)}."""
+    """{attribute: share of images whose predicted attribute equals ``targets[attribute]`` (N,)};
+    masks: {attribute: (N,) bool}, the images that count for it (those whose caption names it;
+    default all). An attribute no image counts for is left out."""
     predictions = predictions or predict_attributes(model, images, batch_size)
-    return {name: float((predictions[name] == targets[name].cpu()).double().mean()) for name in targets}
+    out = {}
+    for name, target in targets.items():
+        hit = predictions[name] == target.cpu()
+        if masks is not None and name in masks:
+            hit = hit[masks[name].cpu()]
+        if len(hit):
+            out[name] = float(hit.double().mean())
+    return out
+
+
+def distinct_classes(predictions: Tensor, samples: int) -> Tensor:
+    """Distinct classes among each group of ``samples`` consecutive predictions: (N * samples,)
+    int64 -> (N,) int64 (row i: predictions[i * samples : (i + 1) * samples])."""
+    if predictions.dim() != 1 or samples < 1 or len(predictions) % samples:
+        raise ValueError(f"predictions: expected (N * {samples},), got {tuple(predictions.shape)}")
+    groups = predictions.view(-1, samples).sort(dim=1).values
+    return 1 + (groups[:, 1:] != groups[:, :-1]).sum(dim=1)

@@ -30,8 +30,8 @@ from ..checkpoint import (
 from ..io import atomic_write_text
 from .distributed import gather_objects
 
-__all__ = ["save_trainer", "resume_trainer", "repair_exports", "continue_from_original", "check_same_model",
-           "truncate_log"]
+__all__ = ["save_trainer", "resume_trainer", "repair_exports", "continue_from_original", "grow_from_snapshot",
+           "check_same_model", "truncate_log"]
 
 _NETG_RE = re.compile(r"^netG_epoch_(\d+)\.pth$")
 
@@ -165,6 +165,33 @@ def continue_from_original(trainer: Any, net_g: str | Path, load_netsD: bool) ->
         for i, netD in enumerate(trainer.netsD):
             _load_original(netD, path.parent / f"netD{i}.pth", "TRAIN.B_NET_D")
     trainer.epoch, trainer.batch, trainer.step = int(m.group(1)) + 1, 0, 0
+
+
+def grow_from_snapshot(trainer: Any, path: str | Path) -> None:
+    """Start a model with more stages from a snapshot of the same model with fewer
+    (``TREE.BRANCH_NUM`` smaller, all else equal): G's first stages (text conditioning, the stage
+    networks and their image heads; weights and EMA) and the first Ds from it, the new stages as
+    initialised; optimizers, epoch and step afresh (a progressive schedule: the cheap low
+    resolution first). ValueError when the snapshot is not such a model."""
+    snap = load_snapshot(path, map_location=trainer.device)
+    saved, current = snap["config"], trainer.cfg.to_dict()
+    stages = (saved["TREE"]["BRANCH_NUM"], current["TREE"]["BRANCH_NUM"])
+    if stages[0] >= stages[1]:
+        raise ValueError(f"{path}: a snapshot to grow from has fewer stages than this model, found "
+                         f"TREE.BRANCH_NUM {stages[0]} in it and {stages[1]} now")
+    check_same_model({**saved, "TREE": {**saved["TREE"], "BRANCH_NUM": stages[1]}}, current, path)
+    missing, unexpected = trainer.netG.load_state_dict(snap["netG"], strict=False)
+    new = tuple(f"{net}{i}." for i in range(stages[0] + 1, stages[1] + 1) for net in ("h_net", "img_net"))
+    if unexpected or any(not k.startswith(new) for k in missing):
+        raise ValueError(f"{path}: G's first stages do not match this model's (unexpected {unexpected}, "
+                         f"missing {[k for k in missing if not k.startswith(new)]})")
+    params = dict(trainer.netG_ema.named_parameters())
+    with torch.no_grad():
+        for name, value in trainer.netG.named_parameters():
+            params[name].copy_(snap["netG_ema"].get(name, value))
+    for netD, state in zip(trainer.netsD, snap["netsD"]):
+        netD.load_state_dict(state)
+    trainer.epoch, trainer.batch, trainer.step = 0, 0, 0
 
 
 def _load_original(module: torch.nn.Module, path: Path, key: str) -> None:

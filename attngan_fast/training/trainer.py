@@ -67,7 +67,7 @@ from .damsm import load_encoders
 from .distributed import DistInfo, all_mean, any_rank, convert_sync_batchnorm, gather_objects, max_over_ranks
 from .options import AMP_DTYPES, TrainOptions
 from .run_folder import RunFolderError, open_run_folder
-from .snapshots import continue_from_original, resume_trainer, save_trainer
+from .snapshots import continue_from_original, grow_from_snapshot, resume_trainer, save_trainer
 from .stop import StopSignals
 from .wrappers import DiscriminatorLoss, FiniteHeads, FloatOutputs
 
@@ -506,6 +506,7 @@ def train_gan(
     options: TrainOptions,
     *,
     resume: Optional[str | Path] = None,
+    grow_from: Optional[str | Path] = None,
     dist_info: Optional[DistInfo] = None,
     overwrite: bool = False,
 ) -> dict[str, Any]:
@@ -515,8 +516,10 @@ def train_gan(
     resume: a snapshot to continue from. Without it, ``cfg.TRAIN.NET_G`` (an original-format G
     file, e.g. ``netG_epoch_50.pth``) continues as the original does: G from it, the Ds from the
     ``netD{i}.pth`` next to it when ``TRAIN.B_NET_D``, from epoch 51; a resumed snapshot ignores it.
-    The output folder is locked for the run and must not hold another run unless ``overwrite``
-    (see :mod:`.run_folder`: :class:`~attngan_fast.training.run_folder.RunFolderError`).
+    grow_from (without resume): a snapshot of this model with fewer stages to start from
+    (:func:`~attngan_fast.training.snapshots.grow_from_snapshot`). The output folder is locked for
+    the run and must not hold another run unless ``overwrite`` (see :mod:`.run_folder`:
+    :class:`~attngan_fast.training.run_folder.RunFolderError`).
     Writes ``run.json`` (config, options, summary) next to the snapshots. Returns the summary
     (:meth:`GANTrainer.train`).
     """
@@ -533,6 +536,8 @@ def train_gan(
                              dist_info=info)
         if resume is not None:
             trainer.resume(resume)
+        elif grow_from is not None:
+            grow_from_snapshot(trainer, grow_from)
         elif net_g is not None:
             trainer.continue_from(net_g, load_netsD=cfg.TRAIN.B_NET_D)
         summary = trainer.train()
