@@ -17,6 +17,7 @@ import torch.nn.functional as F
 import attngan_fast
 from attngan_fast import config, losses
 from attngan_fast.models import D_NET128, G_NET
+from attngan_fast.ops import down_blocks as down_ops
 from tests.kernel_checks import TOLERANCES, assert_close, assert_low_precision_ok
 
 # ---------------------------------------------------------------- the original structure, mirrored
@@ -411,6 +412,8 @@ def test_accelerated_original_discriminator_equals_the_original(mode):
 
 
 def test_fused_d_ops_run_after_accelerate(monkeypatch):
+    monkeypatch.setattr(down_ops, "CPU_MAX_OUTPUT_PIXELS", 1 << 30)  # the kernel for every shape
+    monkeypatch.setattr(down_ops, "CPU_MIN_MACS", 0)
     fast, _ = attngan_fast.accelerate(OriginalD128(2, 7).eval())
     seen = []
     real = attngan_fast.models.blocks.down_block

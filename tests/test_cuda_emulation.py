@@ -259,6 +259,7 @@ D_SHAPES = [(2, 3, 5, 7, 9), (3, 6, 10, 2, 2), (1, 7, 3, 6, 5), (2, 16, 40, 8, 8
 def d_all_shapes(monkeypatch):
     """The kernel for every output size (the CPU dispatch limit lifted: the emulation runs on CPU tensors)."""
     monkeypatch.setattr(down_ops, "CPU_MAX_OUTPUT_PIXELS", 1 << 30)
+    monkeypatch.setattr(down_ops, "CPU_MIN_MACS", 0)
 
 
 @pytest.mark.usefixtures("d_all_shapes")

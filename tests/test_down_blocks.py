@@ -4,8 +4,9 @@ Reference: ``attngan_fast.reference.down_block`` (F.conv2d -> F.batch_norm -> F.
 plain ``nn.Sequential`` forward of the D blocks (``backend("reference")``). Compared: outputs, the
 gradients of the input, conv weight and BatchNorm affine parameters, running statistics and
 num_batches_tracked, train and eval, NCHW and channels_last; then a whole D_NET256 pass and one
-GAN training step. The CPU kernel's shape limit (output maps of <= 16 pixels) is lifted here
-(``all_shapes``) so that every case runs the kernel; ``test_dispatch_by_output_size`` checks it.
+GAN training step. The CPU kernel's shape limits (output maps of <= 16 pixels, convs of >= 2^26
+multiply-adds) are lifted here (``all_shapes``) so that every case runs the kernel;
+``test_dispatch_by_shape`` checks them.
 """
 import copy
 import warnings
@@ -32,6 +33,7 @@ def all_shapes(request, monkeypatch):
     """The CPU kernel for every output size (its dispatch limit lifted), except where a test checks the limit."""
     if "keep_limit" not in request.keywords:
         monkeypatch.setattr(down_ops, "CPU_MAX_OUTPUT_PIXELS", 1 << 30)
+        monkeypatch.setattr(down_ops, "CPU_MIN_MACS", 0)
 
 KINDS = {  # kind -> (kernel, stride, padding, batch norm)
     "down": (4, 2, 1, True),
@@ -209,10 +211,9 @@ def test_d_net256_train_pass_matches_reference(channels_last):
     assert_buffers_equal(bufs, bufs_ref)
 
 
-@pytest.mark.keep_limit
 def test_gan_training_step_matches_between_backends(tmp_path):
-    """One step of the tiny 2-stage trainer (D64, D128 with the fused blocks as dispatched; G's fused
-    blocks too): the losses, then every D and G parameter after the optimizer steps."""
+    """One step of the tiny 2-stage trainer (D64, D128 with the fused D kernel for every block; G's
+    fused blocks too): the losses, then every D and G parameter after the optimizer steps."""
     logs, models = {}, {}
     with single_thread():
         for name in ("fast", "reference"):
@@ -428,20 +429,30 @@ def test_compile_inductor_eval():
 
 
 @pytest.mark.keep_limit
-def test_dispatch_by_output_size(monkeypatch):
-    """The CPU kernel runs for output maps of <= 16 pixels; larger ones run the reference (same results)."""
+def test_dispatch_by_shape(monkeypatch):
+    """The CPU kernel runs for output maps of <= 16 pixels and convs of >= CPU_MIN_MACS multiply-adds;
+    the others run the reference (same results), the modules their own children."""
     used = []
     real = down_ops.use_kernel
     monkeypatch.setattr(down_ops, "use_kernel", lambda *a: (used.append(real(*a)), used[-1])[1])
     bn = BatchNormArgs(torch.ones(3), torch.zeros(3))
     w = torch.randn(3, 4, 4, 4)
-    for size in ((8, 8), (10, 8)):  # 4x4 outputs: the kernel; 5x4: the reference
+    for size, min_macs in (((8, 8), 0), ((10, 8), 0), ((8, 8), 2 * 16 * w.numel() + 1)):
+        monkeypatch.setattr(down_ops, "CPU_MIN_MACS", min_macs)  # 4x4 output: the kernel; 5x4 or too few MACs: not
         x = torch.randn(2, 4, *size)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             out = down_block(x, w, bn, True)
         assert_close(out, reference.down_block(x, w, bn, True))
-    assert used == [True, False]
+    assert used == [True, False, False]
+    monkeypatch.setattr(down_ops, "CPU_MIN_MACS", 1 << 26)
+    calls = []
+    monkeypatch.setattr(model_blocks, "down_block", lambda *a, **k: (calls.append(1), down_block(*a, **k))[1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        compare(build("down", 32, 64), torch.randn(8, 32, 8, 8))  # the demo's 4x4 block: 4 MMAC
+        compare(build("down", 256, 512), torch.randn(2, 256, 8, 8))  # 67 MMAC
+    assert len(calls) == 1  # the fast forward of the second only (compare runs each backend once)
 
 
 @pytest.mark.parametrize("has_bn", [True, False])

@@ -250,9 +250,9 @@ def run_down_block(conv: nn.Conv2d, bn: Optional[nn.BatchNorm2d], slope: float, 
 
 
 class _ConvBnLeaky(nn.Sequential):
-    """Runs of conv [-> BatchNorm2d] -> LeakyReLU; with the "fast" backend each run is one
-    ``down_block`` op (the fused kernel where it takes the shape, else the same math in plain
-    PyTorch), the children otherwise (or when they are not what the op computes)."""
+    """Runs of conv [-> BatchNorm2d] -> LeakyReLU; with the "fast" backend each run whose shape the
+    fused kernel takes is one ``down_block`` op, the others run their children (as do all runs when
+    they are not what the op computes)."""
 
     @classmethod
     def from_modules(cls, *modules: nn.Module) -> "_ConvBnLeaky":
@@ -266,7 +266,17 @@ class _ConvBnLeaky(nn.Sequential):
         if groups is None:
             return super().forward(x)
         for conv, bn, slope in groups:
-            x = run_down_block(conv, bn, slope, x)
+            if use_kernel("down_block", x, conv.weight, conv.stride[0], conv.padding[0]):
+                x = run_down_block(conv, bn, slope, x)
+            else:
+                x = self._run_children(conv, bn, x)
+        return x
+
+    def _run_children(self, conv: nn.Conv2d, bn: Optional[nn.BatchNorm2d], x: Tensor) -> Tensor:
+        """The run [conv, (bn,) LeakyReLU] starting at ``conv`` through its own modules."""
+        start = next(i for i, m in enumerate(self) if m is conv)
+        for m in list(self)[start:start + (3 if bn is not None else 2)]:
+            x = m(x)
         return x
 
 

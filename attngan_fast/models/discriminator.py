@@ -13,6 +13,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from ..backend import get_backend
+from ..ops.dispatch import use_kernel
 from ..ops.down_blocks import tiled_code_conv
 from .blocks import Block3x3_leakRelu, downBlock, encode_image_by_16times, leaky_conv_groups, run_down_block
 
@@ -55,19 +56,22 @@ class D_GET_LOGITS(nn.Module):
         """
         if self.bcondition and c_code is not None:
             groups = leaky_conv_groups(self.jointConv) if get_backend() == "fast" else None
-            if groups is not None and len(groups) == 1 and groups[0][0].stride == (1, 1):
+            if groups is not None and len(groups) == 1 and self._fusable_joint_conv(h_code, groups[0][0]):
                 return self.outlogits(self._joint_conv_fast(h_code, c_code, *groups[0])).view(-1)
             c_code = c_code.view(-1, self.ef_dim, 1, 1).repeat(1, 1, 4, 4)
             h_code = self.jointConv(torch.cat((h_code, c_code), 1))
         return self.outlogits(h_code).view(-1)
 
+    def _fusable_joint_conv(self, h_code: Tensor, conv: nn.Conv2d) -> bool:
+        """A stride-1 conv over h's channels + the code's, of a shape the fused kernel takes."""
+        ch = h_code.shape[1]
+        return (conv.stride == (1, 1) and conv.weight.shape[1] == ch + self.ef_dim
+                and use_kernel("down_block", h_code, conv.weight[:, :ch], 1, conv.padding[0]))
+
     def _joint_conv_fast(self, h_code: Tensor, c_code: Tensor, conv: nn.Conv2d, bn: Optional[nn.BatchNorm2d],
                          slope: float) -> Tensor:
         """jointConv(cat(h, tiled c)): the op on h alone plus c's share, a per-position term."""
         ch = h_code.shape[1]
-        if conv.weight.shape[1] != ch + self.ef_dim:
-            raise ValueError(f"jointConv: expected a conv over {ch} + {self.ef_dim} channels, got weight "
-                             f"{tuple(conv.weight.shape)}")
         weight_h, weight_c = conv.weight.split([ch, self.ef_dim], 1)
         code = tiled_code_conv(c_code.reshape(-1, self.ef_dim).to(weight_c.dtype), weight_c, tuple(h_code.shape[2:]),
                                conv.padding[0])

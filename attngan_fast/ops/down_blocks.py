@@ -16,9 +16,11 @@ jointConv of D_GET_LOGITS; kernels in csrc/*down_blocks*).
 Semantics: the twins of :mod:`attngan_fast.reference.blocks`; BatchNorm as in
 :mod:`attngan_fast.ops.blocks`. Kernels: CPU -> C++ (``csrc/cpu/down_blocks.cpp``), CUDA -> CUDA C++
 (``csrc/cuda/down_blocks.cu``, when built). The CPU kernel takes output maps of at most 16 pixels
-(the 4x4 outputs of the deep D blocks and the heads), where it is 1.5-1.7x the reference's
-fwd+bwd; on larger maps it is the reference's speed (both are the oneDNN conv), so those run the
-reference (a :class:`~attngan_fast.ops.dispatch.Limit`).
+(the 4x4 outputs of the deep D blocks and the heads) and convs of at least 2^26 multiply-adds per
+call (bird_attn2's D blocks at batch 20: 0.7 GMAC), where it is 1.2-1.7x the reference's fwd+bwd; on
+larger maps it is the reference's speed (both run the oneDNN conv) and on small convs (the demo's:
+4 MMAC) its fixed costs make it slower (0.4-0.8x), so those run the reference
+(:class:`~attngan_fast.ops.dispatch.Limit`).
 """
 from __future__ import annotations
 
@@ -34,10 +36,12 @@ from .blocks import _autocast, _caller_format, _check_bn, _check_x, _stat_dtype,
 from .checks import check_like
 from .dispatch import Limit, register_kernels, second_order_backward, use_kernel
 
-__all__ = ["CPU_MAX_OUTPUT_PIXELS", "check_down_block_inputs", "down_block", "tiled_code_conv"]
+__all__ = ["CPU_MAX_OUTPUT_PIXELS", "CPU_MIN_MACS", "check_down_block_inputs", "down_block", "tiled_code_conv"]
 
 CPU_MAX_OUTPUT_PIXELS = 16
 """The CPU kernel's limit: output maps of at most this many pixels (Ho * Wo); larger ones run the reference."""
+CPU_MIN_MACS = 1 << 26
+"""The CPU kernel's limit: convs of at least this many multiply-adds (N Ho Wo Co Ci K^2); smaller ones run the reference."""
 
 
 def _conv_out_size(size: int, k: int, stride: int, padding: int) -> int:
@@ -184,10 +188,18 @@ def _down_block_backward(ctx, grad_out, _grad_conv_out, _grad_mean, _grad_var):
             gg if has_bn and need[3] else None, gb if has_bn and need[4] else None, *(None,) * 7)
 
 
-def _small_output(x: Tensor, weight: Tensor, stride: int, padding: int) -> bool:
+def _output_pixels(x: Tensor, weight: Tensor, stride: int, padding: int) -> int:
     k = weight.shape[2]
     ho, wo = (_conv_out_size(s, k, stride, padding) for s in x.shape[2:])
-    return ho * wo <= CPU_MAX_OUTPUT_PIXELS
+    return ho * wo
+
+
+def _small_output(x: Tensor, weight: Tensor, stride: int, padding: int) -> bool:
+    return _output_pixels(x, weight, stride, padding) <= CPU_MAX_OUTPUT_PIXELS
+
+
+def _large_conv(x: Tensor, weight: Tensor, stride: int, padding: int) -> bool:
+    return x.shape[0] * _output_pixels(x, weight, stride, padding) * weight.numel() >= CPU_MIN_MACS
 
 
 if has_extension():
@@ -196,7 +208,9 @@ if has_extension():
     torch.library.register_autograd("attngan_fast::down_block", _down_block_backward,
                                     setup_context=_down_block_setup_context)
     # csrc/cpu/down_blocks.cpp and csrc/cuda/down_blocks.cu, registered by _C
-    register_kernels("down_block", ["cpu"], [Limit(f"output maps of at most {CPU_MAX_OUTPUT_PIXELS} pixels "
-                                                   "(larger ones: the reference is as fast)", _small_output)])
+    register_kernels("down_block", ["cpu"], [
+        Limit(f"output maps of at most {CPU_MAX_OUTPUT_PIXELS} pixels (on larger ones the reference is as fast)",
+              _small_output),
+        Limit("convs of at least 2^26 multiply-adds (on smaller ones the reference is faster)", _large_conv)])
     if has_cuda_kernels():
         register_kernels("down_block", ["cuda"])
