@@ -14,6 +14,8 @@ with the "fast" backend). Recognised:
 - the discriminator blocks: an ``nn.Sequential`` of [conv 4x4 s2 p1 (no bias), affine BatchNorm2d,
   LeakyReLU] (downBlock), [conv3x3, BatchNorm2d, LeakyReLU] (Block3x3_leakRelu), or the four
   stride-2 convs of encode_image_by_16times (the first without BatchNorm);
+- G's last layer GET_IMAGE_G: a module whose only child is ``img`` = [conv3x3 (no bias), Tanh],
+  giving ``img(h)`` (checked on a probe);
 - the discriminator head D_GET_LOGITS: a module with children ``outlogits`` (and ``jointConv``),
   attributes ``df_dim``, ``ef_dim``, ``bcondition``, giving what ours gives (checked on a probe);
 - word-context attention: a module with children ``conv_context`` (1x1 conv, no bias) and ``sm``
@@ -51,6 +53,7 @@ from .models.blocks import (
     leaky_conv_groups,
 )
 from .models.discriminator import D_GET_LOGITS
+from .models.generator import GET_IMAGE_G, is_img_conv_tanh
 
 __all__ = ["AccelerationReport", "DamsmLosses", "accelerate", "accelerate_losses"]
 
@@ -189,6 +192,23 @@ def _match_d_head(m: nn.Module) -> Optional[Callable[[], nn.Module]]:
     return lambda: new
 
 
+def _match_image_g(m: nn.Module) -> Optional[Callable[[], nn.Module]]:
+    if isinstance(m, GET_IMAGE_G) or [n for n, _ in m.named_children()] != ["img"] or not is_img_conv_tanh(m.img):
+        return None
+    if any(True for _ in m.parameters(recurse=False)) or any(True for _ in m.buffers(recurse=False)):
+        raise _Skip("has parameters or buffers of its own")
+    x = _probe((1, m.img[0].in_channels, 3, 3), m.img[0].weight)
+    try:
+        with torch.no_grad(), backend("reference"):
+            ok = _close(copy.deepcopy(m)(x), m.img(x))
+    except Exception as e:  # a different calling convention
+        raise _Skip(f"probe call failed ({type(e).__name__})") from None
+    if not ok:
+        raise _Skip("output is not img(h)")
+    img = m.img
+    return lambda: GET_IMAGE_G.from_modules(img[0].in_channels, img)
+
+
 def _match_attention(m: nn.Module, mask_mode: str) -> Optional[Callable[[], nn.Module]]:
     if isinstance(m, GlobalAttentionGeneral) or sorted(n for n, _ in m.named_children()) != ["conv_context", "sm"]:
         return None
@@ -242,7 +262,8 @@ def accelerate(model: nn.Module, mask_mode: str = "original") -> tuple[nn.Module
         new = m
         try:
             build = (_match_up_block(m) or _match_block3x3_relu(m) or _match_res_block(m)
-                     or _match_down_blocks(m) or _match_d_head(m) or _match_attention(m, mask_mode))
+                     or _match_down_blocks(m) or _match_d_head(m) or _match_image_g(m)
+                     or _match_attention(m, mask_mode))
             if build is None and not isinstance(m, GLU) and _is_glu(m):
                 build = GLU
             if build is not None and _has_hooks(m):

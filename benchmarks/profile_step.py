@@ -73,7 +73,8 @@ def _label_damsm() -> None:
 
 def _part(event) -> str | None:
     if event.name.startswith(LABEL):
-        return event.name[len(LABEL):]
+        part = event.name[len(LABEL):]
+        return part if part in PARTS else None
     if event.name.startswith("Optimizer."):
         return "optimizer"
     return None

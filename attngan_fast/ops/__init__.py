@@ -12,6 +12,7 @@ from .attention import word_region_attention
 from .blocks import BatchNormArgs, batch_norm_args, count_batch, res_block, up_block, upsample_conv3x3, uses_batch_stats
 from .damsm import damsm_word_similarity
 from .down_blocks import down_block, tiled_code_conv
+from .img_net import img_conv_tanh
 
 __all__ = [
     "BatchNormArgs",
@@ -19,6 +20,7 @@ __all__ = [
     "count_batch",
     "damsm_word_similarity",
     "down_block",
+    "img_conv_tanh",
     "res_block",
     "tiled_code_conv",
     "up_block",

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["BatchNormArgs", "down_block", "glu", "res_block", "tiled_code_conv", "up_block", "upsample_conv3x3"]
+__all__ = ["BatchNormArgs", "down_block", "glu", "img_conv_tanh", "res_block", "tiled_code_conv", "up_block",
+           "upsample_conv3x3"]
 
 
 class BatchNormArgs(NamedTuple):
@@ -87,3 +88,8 @@ def tiled_code_conv(code: Tensor, weight: Tensor, size: tuple[int, int], padding
     sentence code in D_GET_LOGITS. code: (B, E), weight: (Co, E, K, K) -> (B, Co, Ho, Wo)."""
     tiled = code.view(*code.shape, 1, 1).repeat(1, 1, *size)
     return F.conv2d(tiled, weight, padding=padding)
+
+
+def img_conv_tanh(x: Tensor, weight: Tensor) -> Tensor:
+    """GET_IMAGE_G's ``img``: tanh(conv3x3(x, weight)) (padding 1, no bias): (N, Ci, H, W) -> (N, Co, H, W)."""
+    return torch.tanh(F.conv2d(x, weight, padding=1))
