@@ -3,9 +3,9 @@
 - ``img_conv_tanh(x, weight)``: tanh(conv3x3(x, weight, padding 1)), the tanh in place on the conv
   output. Backward in one elementwise pass, ``dz = g * (1 - out^2)``, then the input gradient as a
   *forward* convolution of dz with the flipped, transposed weight (3 -> Ci channels, padding 1)
-  instead of the convolution's backward: oneDNN's backward-data for a 3-output-channel conv runs far
-  below its forward (demo_birds, B 8, 8 -> 3 at 64 px, one thread: 22 ms vs 0.6 ms; 128 px, B 16:
-  186 ms vs 31 ms); the weight gradient is the convolution's own.
+  instead of the convolution's backward-data, which oneDNN runs slowly for 3 output channels; the
+  weight gradient is the convolution's own. GET_IMAGE_G fwd+bwd, one thread: 1.19x (demo_birds,
+  B 8, 8 -> 3 at 64 px), 1.29x (128 px), 1.11x (bird_attn2's 32 -> 3 at 256 px, B 8).
 
 Semantics: the twin :func:`attngan_fast.reference.img_conv_tanh`. The kernel is ATen composition
 (registered for CPU tensors; CUDA tensors run the reference, whose cuDNN backward has no such gap
