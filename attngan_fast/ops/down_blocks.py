@@ -210,7 +210,8 @@ if has_extension():
     # csrc/cpu/down_blocks.cpp and csrc/cuda/down_blocks.cu, registered by _C
     register_kernels("down_block", ["cpu"], [
         Limit(f"output maps of at most {CPU_MAX_OUTPUT_PIXELS} pixels (on larger ones the reference is as fast)",
-              _small_output),
-        Limit("convs of at least 2^26 multiply-adds (on smaller ones the reference is faster)", _large_conv)])
+              _small_output, quiet=True),
+        Limit("convs of at least 2^26 multiply-adds (on smaller ones the reference is faster)", _large_conv,
+              quiet=True)])
     if has_cuda_kernels():
         register_kernels("down_block", ["cuda"])
