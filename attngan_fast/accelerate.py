@@ -11,6 +11,13 @@ with the "fast" backend). Recognised:
 - Block3x3_relu: an ``nn.Sequential`` of [conv3x3, BatchNorm2d, GLU];
 - ResBlock: a module whose only child is ``block`` = [conv3x3 C->2C, BN, GLU, conv3x3 C->C, BN]
   and whose output is ``block(x) + x`` (checked on a probe);
+- the discriminator blocks: an ``nn.Sequential`` of [conv 4x4 s2 p1 (no bias), affine BatchNorm2d,
+  LeakyReLU] (downBlock), [conv3x3, BatchNorm2d, LeakyReLU] (Block3x3_leakRelu), or the four
+  stride-2 convs of encode_image_by_16times (the first without BatchNorm);
+- G's last layer GET_IMAGE_G: a module whose only child is ``img`` = [conv3x3 (no bias), Tanh],
+  giving ``img(h)`` (checked on a probe);
+- the discriminator head D_GET_LOGITS: a module with children ``outlogits`` (and ``jointConv``),
+  attributes ``df_dim``, ``ef_dim``, ``bcondition``, giving what ours gives (checked on a probe);
 - word-context attention: a module with children ``conv_context`` (1x1 conv, no bias) and ``sm``
   (Softmax) and an ``applyMask`` method, giving what the original GlobalAttentionGeneral gives
   (checked on a probe).
@@ -33,7 +40,20 @@ from torch import Tensor
 from .backend import backend
 from .losses import fused
 from .models.attention import MASK_MODES, GlobalAttentionGeneral
-from .models.blocks import GLU, Block3x3Relu, ResBlock, UpBlock, fusable_conv_bn, is_nearest_2x
+from .models.blocks import (
+    GLU,
+    Block3x3LeakRelu,
+    Block3x3Relu,
+    DownBlock,
+    ImageEncoder16,
+    ResBlock,
+    UpBlock,
+    fusable_conv_bn,
+    is_nearest_2x,
+    leaky_conv_groups,
+)
+from .models.discriminator import D_GET_LOGITS
+from .models.generator import GET_IMAGE_G, is_img_conv_tanh
 
 __all__ = ["AccelerationReport", "DamsmLosses", "accelerate", "accelerate_losses"]
 
@@ -135,6 +155,60 @@ def _match_res_block(m: nn.Module) -> Optional[Callable[[], nn.Module]]:
     return lambda: ResBlock.from_block(nn.Sequential(block[0], block[1], GLU(), block[3], block[4]))
 
 
+def _match_down_blocks(m: nn.Module) -> Optional[Callable[[], nn.Module]]:
+    """downBlock, Block3x3_leakRelu or encode_image_by_16times, by their [conv, BN, LeakyReLU] runs."""
+    if type(m) is not nn.Sequential:
+        return None
+    groups = leaky_conv_groups(m)
+    if groups is None:
+        return None
+    layout = tuple(((conv.kernel_size[0], conv.stride[0], conv.padding[0]), bn is not None) for conv, bn, _ in groups)
+    down, three = (4, 2, 1), (3, 1, 1)
+    cls = {((down, True),): DownBlock, ((three, True),): Block3x3LeakRelu,
+           ((down, False), (down, True), (down, True), (down, True)): ImageEncoder16}.get(layout)
+    return None if cls is None else (lambda: cls.from_modules(*m))
+
+
+def _match_d_head(m: nn.Module) -> Optional[Callable[[], nn.Module]]:
+    names = sorted(n for n, _ in m.named_children())
+    if isinstance(m, D_GET_LOGITS) or names not in (["outlogits"], ["jointConv", "outlogits"]):
+        return None
+    ndf, nef, cond = (getattr(m, a, None) for a in ("df_dim", "ef_dim", "bcondition"))
+    if not (isinstance(ndf, int) and isinstance(nef, int) and cond == (names != ["outlogits"])):
+        return None
+    if any(True for _ in m.parameters(recurse=False)) or any(True for _ in m.buffers(recurse=False)):
+        raise _Skip("has parameters or buffers of its own")
+    new = D_GET_LOGITS.from_modules(ndf, nef, m.outlogits, getattr(m, "jointConv", None))
+    like = next(m.parameters())
+    h, c = _probe((2, 8 * ndf, 4, 4), like), _probe((2, nef), like)
+    old_probe, new_probe = copy.deepcopy(m).eval(), copy.deepcopy(new).eval()
+    try:
+        with torch.no_grad(), backend("reference"):
+            ok = _close(old_probe(h, c), new_probe(h, c)) if cond else _close(old_probe(h), new_probe(h))
+    except Exception as e:  # a different calling convention
+        raise _Skip(f"probe call failed ({type(e).__name__})") from None
+    if not ok:
+        raise _Skip("output differs from D_GET_LOGITS'")
+    return lambda: new
+
+
+def _match_image_g(m: nn.Module) -> Optional[Callable[[], nn.Module]]:
+    if isinstance(m, GET_IMAGE_G) or [n for n, _ in m.named_children()] != ["img"] or not is_img_conv_tanh(m.img):
+        return None
+    if any(True for _ in m.parameters(recurse=False)) or any(True for _ in m.buffers(recurse=False)):
+        raise _Skip("has parameters or buffers of its own")
+    x = _probe((1, m.img[0].in_channels, 3, 3), m.img[0].weight)
+    try:
+        with torch.no_grad(), backend("reference"):
+            ok = _close(copy.deepcopy(m)(x), m.img(x))
+    except Exception as e:  # a different calling convention
+        raise _Skip(f"probe call failed ({type(e).__name__})") from None
+    if not ok:
+        raise _Skip("output is not img(h)")
+    img = m.img
+    return lambda: GET_IMAGE_G.from_modules(img[0].in_channels, img)
+
+
 def _match_attention(m: nn.Module, mask_mode: str) -> Optional[Callable[[], nn.Module]]:
     if isinstance(m, GlobalAttentionGeneral) or sorted(n for n, _ in m.named_children()) != ["conv_context", "sm"]:
         return None
@@ -188,6 +262,7 @@ def accelerate(model: nn.Module, mask_mode: str = "original") -> tuple[nn.Module
         new = m
         try:
             build = (_match_up_block(m) or _match_block3x3_relu(m) or _match_res_block(m)
+                     or _match_down_blocks(m) or _match_d_head(m) or _match_image_g(m)
                      or _match_attention(m, mask_mode))
             if build is None and not isinstance(m, GLU) and _is_glu(m):
                 build = GLU

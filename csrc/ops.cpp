@@ -81,4 +81,21 @@ TORCH_LIBRARY(attngan_fast, m) {
       "Tensor conv1_out, Tensor mean1, Tensor var1, Tensor hidden, Tensor weight2, Tensor bn2_weight, "
       "Tensor conv2_out, Tensor mean2, Tensor var2, bool training, float eps1, float eps2) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+
+  // The discriminator blocks (csrc/down_blocks.h; cpu/down_blocks.cpp, cuda/down_blocks.cu):
+  // conv (weight (Co, Ci, K, K), no bias, `stride`, `padding`) [+ addend (N, Co, Ho, Wo)]
+  // [-> BatchNorm2d when bn_weight is given] -> LeakyReLU(negative_slope > 0). Output and grad_x
+  // take x's memory format. Returns (out, conv_out, mean (Co,), var (Co,)): with BatchNorm conv_out
+  // is the BatchNorm input (x's format) and mean / var the batch mean and biased variance when
+  // training, else copies of the running statistics (float, double for double x); without
+  // BatchNorm the three are empty. The backward reads `saved` = conv_out with BatchNorm, out
+  // without; output_mask selects the grads of (x, weight, addend) (the others come back empty).
+  m.def(
+      "down_block(Tensor x, Tensor weight, Tensor? addend, Tensor? bn_weight, Tensor? bn_bias, "
+      "Tensor? running_mean, Tensor? running_var, int stride, int padding, bool training, float eps, "
+      "float negative_slope) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "down_block_backward(Tensor grad_out, Tensor x, Tensor weight, Tensor? bn_weight, Tensor? bn_bias, "
+      "Tensor saved, Tensor mean, Tensor var, int stride, int padding, bool training, float eps, "
+      "float negative_slope, bool[3] output_mask) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 }

@@ -1,6 +1,6 @@
 """The CUDA kernels of csrc/cuda/ executed on the CPU: building and routing the emulated extension.
 
-``load()`` compiles csrc/emu/blocks_emu.cpp (csrc/cuda/blocks.cu as host C++ against the CUDA
+``load()`` compiles csrc/emu/*_emu.cpp (csrc/cuda/*.cu as host C++ against the CUDA
 emulation of csrc/emu/cuda_emu.h, docs/cuda_emulation.md) with ``torch.utils.cpp_extension.load``
 into ``build/cuda_emu/`` (or ``$ATTNGAN_CUDA_EMU_BUILD``; ninja: rebuilt only when a source changes) and loads it: its kernels
 register as ``attngan_fast_emu::<op>`` on CPU tensors, with the schemas of ``attngan_fast::<op>``.
@@ -19,10 +19,10 @@ from typing import Iterator
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = [ROOT / "csrc" / "emu" / "blocks_emu.cpp"]
+SOURCES = [ROOT / "csrc" / "emu" / "blocks_emu.cpp", ROOT / "csrc" / "emu" / "down_blocks_emu.cpp"]
 BUILD_DIR = Path(os.environ.get("ATTNGAN_CUDA_EMU_BUILD", ROOT / "build" / "cuda_emu"))  # ninja's cache
 OPS = ("upsample_conv3x3", "upsample_conv3x3_backward", "up_block", "up_block_backward", "res_block",
-       "res_block_backward")
+       "res_block_backward", "down_block", "down_block_backward")
 NAMESPACE = "attngan_fast_emu"
 
 _state: dict = {}

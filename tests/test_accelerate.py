@@ -17,6 +17,7 @@ import torch.nn.functional as F
 import attngan_fast
 from attngan_fast import config, losses
 from attngan_fast.models import D_NET128, G_NET
+from attngan_fast.ops import down_blocks as down_ops
 from tests.kernel_checks import TOLERANCES, assert_close, assert_low_precision_ok
 
 # ---------------------------------------------------------------- the original structure, mirrored
@@ -143,6 +144,49 @@ class OriginalG(nn.Module):
         return fakes, atts, mu, logvar
 
 
+def downBlock_(i, o):
+    return nn.Sequential(nn.Conv2d(i, o, 4, 2, 1, bias=False), nn.BatchNorm2d(o), nn.LeakyReLU(0.2, inplace=True))
+
+
+def Block3x3_leakRelu_(i, o):
+    return nn.Sequential(conv3x3(i, o), nn.BatchNorm2d(o), nn.LeakyReLU(0.2, inplace=True))
+
+
+def encode_image_by_16times_(ndf):
+    return nn.Sequential(
+        nn.Conv2d(3, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True),
+        *[m for k in range(3) for m in (nn.Conv2d(ndf << k, ndf << (k + 1), 4, 2, 1, bias=False),
+                                        nn.BatchNorm2d(ndf << (k + 1)), nn.LeakyReLU(0.2, inplace=True))])
+
+
+class D_GET_LOGITS_(nn.Module):
+    def __init__(self, ndf, nef, bcondition=False):
+        super().__init__()
+        self.df_dim, self.ef_dim, self.bcondition = ndf, nef, bcondition
+        if bcondition:
+            self.jointConv = Block3x3_leakRelu_(ndf * 8 + nef, ndf * 8)
+        self.outlogits = nn.Sequential(nn.Conv2d(ndf * 8, 1, kernel_size=4, stride=4), nn.Sigmoid())
+
+    def forward(self, h_code, c_code=None):
+        if self.bcondition and c_code is not None:
+            c_code = c_code.view(-1, self.ef_dim, 1, 1).repeat(1, 1, 4, 4)
+            h_code = self.jointConv(torch.cat((h_code, c_code), 1))
+        return self.outlogits(h_code).view(-1)
+
+
+class OriginalD128(nn.Module):
+    def __init__(self, ndf, nef):
+        super().__init__()
+        self.img_code_s16 = encode_image_by_16times_(ndf)
+        self.img_code_s32 = downBlock_(ndf * 8, ndf * 16)
+        self.img_code_s32_1 = Block3x3_leakRelu_(ndf * 16, ndf * 8)
+        self.UNCOND_DNET = D_GET_LOGITS_(ndf, nef, bcondition=False)
+        self.COND_DNET = D_GET_LOGITS_(ndf, nef, bcondition=True)
+
+    def forward(self, x):
+        return self.img_code_s32_1(self.img_code_s32(self.img_code_s16(x)))
+
+
 # ---------------------------------------------------------------------------------------- tests
 
 CFG = config.load("bird_attn2", **{"GAN.GF_DIM": 4, "GAN.Z_DIM": 6, "GAN.CONDITION_DIM": 5,
@@ -199,7 +243,8 @@ def test_accelerated_original_generator_equals_the_original(mode, mask_mode, len
     original = original_generator().to(dtype).train(mode == "train")
     fast, report = attngan_fast.accelerate(copy.deepcopy(original), mask_mode=mask_mode)
     assert fast is not original and isinstance(fast, OriginalG)
-    assert report.counts() == {"GLU": 2, "UpBlock": 6, "ResBlock": 4, "GlobalAttentionGeneral": 2}, str(report)
+    assert report.counts() == {"GLU": 2, "UpBlock": 6, "ResBlock": 4, "GlobalAttentionGeneral": 2, "GET_IMAGE_G": 3}, \
+        str(report)
     assert not report.skipped
     assert isinstance(fast.h_net3.residual[1], attngan_fast.models.ResBlock)
     assert fast.h_net2.att.mask_mode == mask_mode and fast.training == (mode == "train")
@@ -330,3 +375,50 @@ def test_accelerate_losses_match_the_reference_with_an_easydict_like_cfg():
     ref_g = torch.autograd.grad(sum(ref_w[:2]) + sum(ref_s), ins)
     for a, r in zip(fast_g, ref_g):
         assert_close(a, r)
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_accelerated_original_discriminator_equals_the_original(mode):
+    """D_NET128 built the original way: its blocks and heads swapped; features, both heads and every
+    parameter gradient as the original's (reference backend), running statistics too."""
+    cfg = config.load("bird_attn2", **{"GAN.DF_DIM": 2, "TEXT.EMBEDDING_DIM": 7})
+    torch.manual_seed(0)
+    ours = D_NET128(cfg)
+    for m in ours.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.data.uniform_(0.5, 1.5), m.bias.data.uniform_(-0.5, 0.5), m.running_mean.data.uniform_(-0.5, 0.5)
+            m.running_var.data.uniform_(0.5, 1.5)
+    original = OriginalD128(2, 7)
+    original.load_state_dict(ours.state_dict(), strict=True)
+    original.train(mode == "train")
+    fast, report = attngan_fast.accelerate(copy.deepcopy(original))
+    expected = {"ImageEncoder16": 1, "DownBlock": 1, "Block3x3LeakRelu": 2, "D_GET_LOGITS": 2}
+    assert report.counts() == expected, str(report)
+    assert list(fast.state_dict()) == list(original.state_dict())
+    x, c = torch.randn(3, 3, 128, 128), torch.randn(3, 7)
+    results = []
+    for model, name in ((original, "reference"), (fast, "fast")):
+        with attngan_fast.backend(name):
+            feats = model(x)
+            outs = (feats, model.COND_DNET(feats, c), model.UNCOND_DNET(feats))
+        sum((o * torch.linspace(-1, 1, o.numel()).view_as(o)).sum() for o in outs).backward()
+        results.append((outs, {n: p.grad for n, p in model.named_parameters()}, model.state_dict()))
+    (ref_outs, ref_grads, ref_sd), (outs, grads, sd) = results
+    for i, (a, b) in enumerate(zip(outs, ref_outs)):
+        assert_close_scaled(a, b, f"output {i}")
+    for n, g in ref_grads.items():
+        assert_close_scaled(grads[n], g, f"grad {n}")
+    for n, b in ref_sd.items():
+        assert_close_scaled(sd[n].float(), b.float(), n)
+
+
+def test_fused_d_ops_run_after_accelerate(monkeypatch):
+    monkeypatch.setattr(down_ops, "CPU_MAX_OUTPUT_PIXELS", 1 << 30)  # the kernel for every shape
+    monkeypatch.setattr(down_ops, "CPU_MIN_MACS", 0)
+    fast, _ = attngan_fast.accelerate(OriginalD128(2, 7).eval())
+    seen = []
+    real = attngan_fast.models.blocks.down_block
+    monkeypatch.setattr(attngan_fast.models.blocks, "down_block", lambda *a, **k: (seen.append(1), real(*a, **k))[1])
+    with torch.no_grad(), attngan_fast.backend("fast"):
+        fast.COND_DNET(fast(torch.randn(2, 3, 128, 128)), torch.randn(2, 7))
+    assert len(seen) == 4 + 1 + 1 + 1  # s16's four runs, s32, s32_1, the conditional head's jointConv

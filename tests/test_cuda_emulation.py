@@ -1,6 +1,7 @@
-"""The CUDA block kernels (csrc/cuda/blocks.cu) executed on the CPU through the CUDA emulation.
+"""The CUDA block kernels (csrc/cuda/blocks.cu, csrc/cuda/down_blocks.cu) executed on the CPU through
+the CUDA emulation.
 
-csrc/cuda/blocks.cu, compiled as host C++ against csrc/emu/cuda_emu.h (tests/cuda_emu.py,
+csrc/cuda/blocks.cu (and down_blocks.cu), compiled as host C++ against csrc/emu/cuda_emu.h (tests/cuda_emu.py,
 docs/cuda_emulation.md), registers ``attngan_fast_emu::*``; while the ``emulated`` fixture is
 active ``attngan_fast::*`` on CPU tensors runs those kernels, so the public ops and modules
 (autograd, BatchNorm bookkeeping) run the CUDA code path: every kernel, the grids, the shared
@@ -19,10 +20,16 @@ import torch
 import torch.nn.functional as F
 
 import attngan_fast
-from attngan_fast.ops import BatchNormArgs, res_block, up_block, upsample_conv3x3
+from attngan_fast import config
+from attngan_fast.models import D_NET64
+from attngan_fast.ops import BatchNormArgs, down_block, res_block, up_block, upsample_conv3x3
+from attngan_fast.ops import down_blocks as down_ops
 from tests import cuda_emu
 from tests.kernel_checks import assert_close, assert_low_precision_ok
 from tests.test_blocks import PHASE_SHAPES, bn_double, build, compare, input_like, run
+from tests.test_down_blocks import KINDS as D_KINDS
+from tests.test_down_blocks import _randomize_bn as randomize_bn
+from tests.test_down_blocks import build as build_d
 
 
 @pytest.fixture(scope="session")
@@ -239,3 +246,92 @@ def test_cuda_block_statistics_are_bitwise_reproducible(dtype):
     grad = torch.randn_like(first[0])
     grads = [ops.up_block_backward(grad, x, w, g, b, conv_out, mean, var, True, True, 1e-5) for _ in range(2)]
     assert torch.equal(grads[0][2], grads[1][2]) and torch.equal(grads[0][3], grads[1][3])  # grad gamma, beta
+
+
+# ---- the discriminator blocks (csrc/cuda/down_blocks.cu) ----------------------------------------
+
+# (n, ci, co, h, w): odd maps, 1x1 outputs of the stride-2 conv, batch 1, channels not a power of
+# two; the last has more than 4096 values per channel (several reduction chunks per channel)
+D_SHAPES = [(2, 3, 5, 7, 9), (3, 6, 10, 2, 2), (1, 7, 3, 6, 5), (2, 16, 40, 8, 8), (2, 3, 4, 130, 66)]
+
+
+@pytest.fixture
+def d_all_shapes(monkeypatch):
+    """The kernel for every output size (the CPU dispatch limit lifted: the emulation runs on CPU tensors)."""
+    monkeypatch.setattr(down_ops, "CPU_MAX_OUTPUT_PIXELS", 1 << 30)
+    monkeypatch.setattr(down_ops, "CPU_MIN_MACS", 0)
+
+
+@pytest.mark.usefixtures("d_all_shapes")
+@pytest.mark.parametrize("kind", list(D_KINDS))
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape,channels_last", _layouts(D_SHAPES))
+def test_down_block_matches_module(kind, training, channels_last, shape):
+    n, ci, co, h, w = shape
+    k, stride, _, has_bn = D_KINDS[kind]
+    out_pixels = n * (h // 2) * (w // 2) if stride == 2 else n * h * w
+    if training and has_bn and out_pixels <= 1:
+        pytest.skip("train-mode BatchNorm needs more than 1 value per channel")
+    compare(build_d(kind, ci, co).train(training), input_like(n, ci, h, w, channels_last))
+
+
+@pytest.mark.usefixtures("d_all_shapes")
+@pytest.mark.parametrize("training", [True, False])
+def test_d_heads_and_encoder_match_modules(training):
+    """encode_image_by_16times (four runs, the first without BN) and COND_DNET's jointConv with the addend."""
+    cfg = config.load("bird_attn2", **{"GAN.DF_DIM": 2, "TEXT.EMBEDDING_DIM": 6})
+    net = D_NET64(cfg)
+    randomize_bn(net)
+    compare(net.img_code_s16.train(training), input_like(2, 3, 32, 32))
+    head = net.COND_DNET.train(training)
+    h, c = torch.randn(3, 16, 4, 4), torch.randn(3, 6)
+    grads = {}
+    for name in ("fast", "reference"):
+        m, hi, ci = copy.deepcopy(head), h.clone().requires_grad_(), c.clone().requires_grad_()
+        with attngan_fast.backend(name):
+            out = m(hi, ci)
+        grads[name] = (out, *torch.autograd.grad(out.sum(), [hi, ci, *m.parameters()]))
+    for a, b in zip(grads["fast"], grads["reference"]):
+        assert_close(a, b)
+
+
+@pytest.mark.usefixtures("d_all_shapes")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("kind", ["down", "first"])
+def test_down_block_low_precision(kind, dtype):
+    m = build_d(kind, 8, 6)
+    x = torch.randn(2, 8, 10, 6)
+    with torch.no_grad(), attngan_fast.backend("fast"):
+        fast = copy.deepcopy(m).to(dtype)(x.to(dtype))
+    with torch.no_grad(), attngan_fast.backend("reference"):
+        plain = copy.deepcopy(m).to(dtype)(x.to(dtype))
+        exact = copy.deepcopy(m).double()(x.double())
+    assert fast.dtype == dtype
+    assert_low_precision_ok(fast, plain, exact, name=kind)
+
+
+@pytest.mark.usefixtures("d_all_shapes")
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("kind", list(D_KINDS))
+def test_down_block_gradcheck(kind, training):
+    k, stride, padding, has_bn = D_KINDS[kind]
+    (gamma, beta), (rm, rv) = bn_double(4, not training)
+    x = torch.randn(2, 3, 5, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 3, k, k, dtype=torch.float64, requires_grad=True)
+    addend_shape = (2, 4, (5 + 2 * padding - k) // stride + 1, (4 + 2 * padding - k) // stride + 1)
+    addend = torch.randn(addend_shape, dtype=torch.float64, requires_grad=True)
+    fn = lambda x, w, g, b, a: down_block(  # noqa: E731
+        x, w, BatchNormArgs(g, b, rm, rv) if has_bn else None, training, stride, padding, addend=a)
+    assert torch.autograd.gradcheck(fn, (x, w, gamma, beta, addend), fast_mode=True)
+
+
+def test_emulated_down_block_statistics_are_reproducible():
+    """The fixed-order reduction over several chunks per channel (no atomics): two runs agree bitwise."""
+    x, w = torch.randn(2, 3, 130, 66), torch.randn(5, 3, 3, 3)
+    g, b = torch.rand(5) + 0.5, torch.randn(5)
+    runs = [torch.ops.attngan_fast.down_block(x, w, None, g, b, None, None, 1, 1, True, 1e-5, 0.2) for _ in range(2)]
+    for a, c in zip(*runs):
+        assert torch.equal(a, c)
+    ref = F.conv2d(x, w, padding=1)
+    assert_close(runs[0][2], ref.mean((0, 2, 3)), name="mean")
+    assert_close(runs[0][3], ref.var((0, 2, 3), unbiased=False), name="var")

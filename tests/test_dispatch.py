@@ -191,3 +191,15 @@ def test_invalid_input_counts_no_batch():
     assert int(up[2].num_batches_tracked) == 0
     up(torch.randn(2, 4, 3, 3))
     assert int(up[2].num_batches_tracked) == 1
+
+
+def test_a_quiet_limit_falls_back_without_a_warning(monkeypatch, fresh_warnings):
+    """The D blocks' shape limits (chosen for speed) send the input to the reference silently."""
+    from attngan_fast.ops import dispatch
+
+    monkeypatch.setitem(dispatch._kernels, "probe_op", {"cpu": (dispatch.Limit("small", lambda x: x.numel() < 4, True),)})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert dispatch.use_kernel("probe_op", torch.zeros(2))
+        assert not dispatch.use_kernel("probe_op", torch.zeros(5))
+    assert _messages(caught) == []

@@ -7,23 +7,33 @@ state_dict keys of every model built from these blocks match the released checkp
 :class:`Block3x3Relu`) whose ``forward``, like :class:`ResBlock`'s, runs the fused op of
 :mod:`attngan_fast.ops.blocks` with the "fast" backend (same parameters, buffers and state_dict
 keys; BatchNorm's running statistics updated in place as BatchNorm2d does) and the plain
-modules otherwise, or for a configuration the fused ops do not cover.
+modules otherwise, or for a configuration the fused ops do not cover. Likewise the
+discriminator's ``downBlock``, ``Block3x3_leakRelu`` and ``encode_image_by_16times``
+(:class:`DownBlock`, :class:`Block3x3LeakRelu`, :class:`ImageEncoder16`) with
+:func:`attngan_fast.ops.down_blocks.down_block`.
 """
 from __future__ import annotations
+
+from typing import Optional
 
 import torch.nn as nn
 from torch import Tensor
 
 from .. import reference
+from ..backend import get_backend
 from ..ops.blocks import batch_norm_args, count_batch, res_block, up_block, uses_batch_stats
 from ..ops.checks import check_shape
 from ..ops.dispatch import use_kernel
+from ..ops.down_blocks import down_block
 
 __all__ = [
     "GLU",
     "UpBlock",
     "Block3x3Relu",
     "ResBlock",
+    "Block3x3LeakRelu",
+    "DownBlock",
+    "ImageEncoder16",
     "conv1x1",
     "conv3x3",
     "upBlock",
@@ -34,6 +44,8 @@ __all__ = [
     "check_shape",
     "fusable_conv_bn",
     "is_nearest_2x",
+    "leaky_conv_groups",
+    "run_down_block",
 ]
 
 
@@ -193,43 +205,138 @@ class ResBlock(nn.Module):
         return self.block(x) + x
 
 
-def Block3x3_leakRelu(in_planes: int, out_planes: int) -> nn.Sequential:
-    """conv3x3 -> BatchNorm2d -> LeakyReLU(0.2). x: (N, in, H, W) -> (N, out, H, W)."""
-    return nn.Sequential(
-        conv3x3(in_planes, out_planes),
-        nn.BatchNorm2d(out_planes),
-        nn.LeakyReLU(0.2, inplace=True),
+def _fusable_down_conv(conv: nn.Module) -> bool:
+    """A square-kernel Conv2d without bias, dilation or groups, one stride and one padding: the conv
+    of the fused ``down_block`` op."""
+    return (
+        type(conv) is nn.Conv2d
+        and conv.kernel_size[0] == conv.kernel_size[1]
+        and conv.stride[0] == conv.stride[1]
+        and isinstance(conv.padding, tuple)
+        and conv.padding[0] == conv.padding[1]
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+        and conv.bias is None
+        and conv.padding_mode == "zeros"
     )
 
 
-def downBlock(in_planes: int, out_planes: int) -> nn.Sequential:
+def leaky_conv_groups(seq: nn.Sequential) -> Optional[list[tuple[nn.Conv2d, Optional[nn.BatchNorm2d], float]]]:
+    """``seq`` as runs of [conv, BatchNorm2d, LeakyReLU] / [conv, LeakyReLU] that the fused
+    ``down_block`` op computes: (conv, bn or None, negative slope) per run, or None."""
+    groups, mods, i = [], list(seq), 0
+    while i < len(mods):
+        conv = mods[i]
+        bn = mods[i + 1] if i + 1 < len(mods) and isinstance(mods[i + 1], nn.BatchNorm2d) else None
+        j = i + (2 if bn is not None else 1)
+        if (not _fusable_down_conv(conv) or (bn is not None and not bn.affine) or j >= len(mods)
+                or not isinstance(mods[j], nn.LeakyReLU) or not mods[j].negative_slope > 0):
+            return None
+        groups.append((conv, bn, mods[j].negative_slope))
+        i = j + 1
+    return groups or None
+
+
+def run_down_block(conv: nn.Conv2d, bn: Optional[nn.BatchNorm2d], slope: float, x: Tensor,
+                   addend: Optional[Tensor] = None, weight: Optional[Tensor] = None) -> Tensor:
+    """One [conv, BN, LeakyReLU] run through :func:`attngan_fast.ops.down_blocks.down_block` with
+    BatchNorm2d's bookkeeping (``weight`` overrides ``conv.weight``, e.g. a slice of it)."""
+    bn_args, training = (batch_norm_args(bn), uses_batch_stats(bn)) if bn is not None else (None, False)
+    out = down_block(x, conv.weight if weight is None else weight, bn_args, training, conv.stride[0],
+                     conv.padding[0], slope, addend)
+    if bn is not None:
+        count_batch(bn)
+    return out
+
+
+class _ConvBnLeaky(nn.Sequential):
+    """Runs of conv [-> BatchNorm2d] -> LeakyReLU; with the "fast" backend each run whose shape the
+    fused kernel takes is one ``down_block`` op, the others run their children (as do all runs when
+    they are not what the op computes)."""
+
+    @classmethod
+    def from_modules(cls, *modules: nn.Module) -> "_ConvBnLeaky":
+        """The block around existing children (shared, not copied)."""
+        block = cls.__new__(cls)
+        nn.Sequential.__init__(block, *modules)
+        return block
+
+    def forward(self, x: Tensor) -> Tensor:
+        groups = leaky_conv_groups(self) if get_backend() == "fast" else None
+        if groups is None:
+            return super().forward(x)
+        for conv, bn, slope in groups:
+            if use_kernel("down_block", x, conv.weight, conv.stride[0], conv.padding[0]):
+                x = run_down_block(conv, bn, slope, x)
+            else:
+                x = self._run_children(conv, bn, x)
+        return x
+
+    def _run_children(self, conv: nn.Conv2d, bn: Optional[nn.BatchNorm2d], x: Tensor) -> Tensor:
+        """The run [conv, (bn,) LeakyReLU] starting at ``conv`` through its own modules."""
+        start = next(i for i, m in enumerate(self) if m is conv)
+        for m in list(self)[start:start + (3 if bn is not None else 2)]:
+            x = m(x)
+        return x
+
+
+class Block3x3LeakRelu(_ConvBnLeaky):
+    """conv3x3 -> BatchNorm2d -> LeakyReLU(0.2). x: (N, in, H, W) -> (N, out, H, W).
+
+    Fast backend: :func:`attngan_fast.ops.down_blocks.down_block` (3x3, stride 1, padding 1).
+    """
+
+    def __init__(self, in_planes: int, out_planes: int) -> None:
+        super().__init__(conv3x3(in_planes, out_planes), nn.BatchNorm2d(out_planes), nn.LeakyReLU(0.2, inplace=True))
+
+
+class DownBlock(_ConvBnLeaky):
     """conv 4x4 stride 2 pad 1 (no bias) -> BatchNorm2d -> LeakyReLU(0.2).
 
-    x: (N, in, H, W) -> (N, out, H/2, W/2).
+    x: (N, in, H, W) -> (N, out, H/2, W/2). Fast backend: one ``down_block`` op.
     """
-    return nn.Sequential(
-        nn.Conv2d(in_planes, out_planes, 4, 2, 1, bias=False),
-        nn.BatchNorm2d(out_planes),
-        nn.LeakyReLU(0.2, inplace=True),
-    )
+
+    def __init__(self, in_planes: int, out_planes: int) -> None:
+        super().__init__(
+            nn.Conv2d(in_planes, out_planes, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(out_planes),
+            nn.LeakyReLU(0.2, inplace=True),
+        )
 
 
-def encode_image_by_16times(ndf: int) -> nn.Sequential:
+class ImageEncoder16(_ConvBnLeaky):
     """Four stride-2 4x4 convs: x (N, 3, S, S) -> (N, 8*ndf, S/16, S/16).
 
     Indices: convs 0, 2, 5, 8; BatchNorms 3, 6, 9 (none after the first conv); LeakyReLU(0.2)
-    at 1, 4, 7, 10.
+    at 1, 4, 7, 10. Fast backend: four ``down_block`` ops (the first without BatchNorm).
     """
-    return nn.Sequential(
-        nn.Conv2d(3, ndf, 4, 2, 1, bias=False),
-        nn.LeakyReLU(0.2, inplace=True),
-        nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False),
-        nn.BatchNorm2d(ndf * 2),
-        nn.LeakyReLU(0.2, inplace=True),
-        nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False),
-        nn.BatchNorm2d(ndf * 4),
-        nn.LeakyReLU(0.2, inplace=True),
-        nn.Conv2d(ndf * 4, ndf * 8, 4, 2, 1, bias=False),
-        nn.BatchNorm2d(ndf * 8),
-        nn.LeakyReLU(0.2, inplace=True),
-    )
+
+    def __init__(self, ndf: int) -> None:
+        super().__init__(
+            nn.Conv2d(3, ndf, 4, 2, 1, bias=False),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(ndf * 2),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(ndf * 4),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf * 4, ndf * 8, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(ndf * 8),
+            nn.LeakyReLU(0.2, inplace=True),
+        )
+
+
+def Block3x3_leakRelu(in_planes: int, out_planes: int) -> Block3x3LeakRelu:
+    """The original ``Block3x3_leakRelu``: conv3x3 -> BN -> LeakyReLU(0.2), (N, in, H, W) -> (N, out, H, W)."""
+    return Block3x3LeakRelu(in_planes, out_planes)
+
+
+def downBlock(in_planes: int, out_planes: int) -> DownBlock:
+    """The original ``downBlock``: (N, in, H, W) -> (N, out, H/2, W/2)."""
+    return DownBlock(in_planes, out_planes)
+
+
+def encode_image_by_16times(ndf: int) -> ImageEncoder16:
+    """The original ``encode_image_by_16times``: x (N, 3, S, S) -> (N, 8*ndf, S/16, S/16)."""
+    return ImageEncoder16(ndf)

@@ -12,14 +12,21 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .blocks import Block3x3_leakRelu, downBlock, encode_image_by_16times
+from ..backend import get_backend
+from ..ops.dispatch import use_kernel
+from ..ops.down_blocks import tiled_code_conv
+from .blocks import Block3x3_leakRelu, downBlock, encode_image_by_16times, leaky_conv_groups, run_down_block
 
 __all__ = ["D_GET_LOGITS", "D_NET64", "D_NET128", "D_NET256"]
 
 
 class D_GET_LOGITS(nn.Module):
     """Discriminator head: [``jointConv`` on cat(h, sentence embedding tiled 4x4)] ->
-    ``outlogits`` [Conv2d(8ndf -> 1, k4 s4, bias), Sigmoid]."""
+    ``outlogits`` [Conv2d(8ndf -> 1, k4 s4, bias), Sigmoid].
+
+    Fast backend: jointConv is one ``down_block`` op on h, with the tiled code's share added before
+    its BatchNorm as a per-position term (:func:`attngan_fast.ops.down_blocks.tiled_code_conv`:
+    exact algebra, no tiled tensor, no concatenation)."""
 
     def __init__(self, ndf: int, nef: int, bcondition: bool = False) -> None:
         super().__init__()
@@ -30,15 +37,45 @@ class D_GET_LOGITS(nn.Module):
             self.jointConv = Block3x3_leakRelu(ndf * 8 + nef, ndf * 8)
         self.outlogits = nn.Sequential(nn.Conv2d(ndf * 8, 1, kernel_size=4, stride=4), nn.Sigmoid())
 
+    @classmethod
+    def from_modules(cls, ndf: int, nef: int, outlogits: nn.Module,
+                     jointConv: Optional[nn.Module] = None) -> "D_GET_LOGITS":
+        """The head around existing children (shared, not copied); conditional when jointConv is given."""
+        head = cls.__new__(cls)
+        nn.Module.__init__(head)
+        head.df_dim, head.ef_dim, head.bcondition = ndf, nef, jointConv is not None
+        if jointConv is not None:
+            head.jointConv = jointConv
+        head.outlogits = outlogits
+        return head
+
     def forward(self, h_code: Tensor, c_code: Optional[Tensor] = None) -> Tensor:
         """h_code: (B, 8ndf, 4, 4); c_code: (B, nef) sentence embedding (conditional head only).
 
         Returns probabilities (B,).
         """
         if self.bcondition and c_code is not None:
+            groups = leaky_conv_groups(self.jointConv) if get_backend() == "fast" else None
+            if groups is not None and len(groups) == 1 and self._fusable_joint_conv(h_code, groups[0][0]):
+                return self.outlogits(self._joint_conv_fast(h_code, c_code, *groups[0])).view(-1)
             c_code = c_code.view(-1, self.ef_dim, 1, 1).repeat(1, 1, 4, 4)
             h_code = self.jointConv(torch.cat((h_code, c_code), 1))
         return self.outlogits(h_code).view(-1)
+
+    def _fusable_joint_conv(self, h_code: Tensor, conv: nn.Conv2d) -> bool:
+        """A stride-1 conv over h's channels + the code's, of a shape the fused kernel takes."""
+        ch = h_code.shape[1]
+        return (conv.stride == (1, 1) and conv.weight.shape[1] == ch + self.ef_dim
+                and use_kernel("down_block", h_code, conv.weight[:, :ch], 1, conv.padding[0]))
+
+    def _joint_conv_fast(self, h_code: Tensor, c_code: Tensor, conv: nn.Conv2d, bn: Optional[nn.BatchNorm2d],
+                         slope: float) -> Tensor:
+        """jointConv(cat(h, tiled c)): the op on h alone plus c's share, a per-position term."""
+        ch = h_code.shape[1]
+        weight_h, weight_c = conv.weight.split([ch, self.ef_dim], 1)
+        code = tiled_code_conv(c_code.reshape(-1, self.ef_dim).to(weight_c.dtype), weight_c, tuple(h_code.shape[2:]),
+                               conv.padding[0])
+        return run_down_block(conv, bn, slope, h_code, addend=code, weight=weight_h)
 
 
 class _DNet(nn.Module):

@@ -13,10 +13,12 @@ import torch.nn as nn
 from torch import Tensor
 
 from ..ops.checks import check_shape
+from ..ops.dispatch import use_kernel
+from ..ops.img_net import img_conv_tanh
 from .attention import GlobalAttentionGeneral
 from .blocks import GLU, ResBlock, conv3x3, upBlock
 
-__all__ = ["CA_NET", "INIT_STAGE_G", "NEXT_STAGE_G", "GET_IMAGE_G", "G_NET", "G_DCGAN"]
+__all__ = ["CA_NET", "INIT_STAGE_G", "NEXT_STAGE_G", "GET_IMAGE_G", "G_NET", "G_DCGAN", "is_img_conv_tanh"]
 
 
 class CA_NET(nn.Module):
@@ -109,15 +111,37 @@ class NEXT_STAGE_G(nn.Module):
 
 
 class GET_IMAGE_G(nn.Module):
-    """``img`` [conv3x3(ngf -> 3), Tanh]: h (B, ngf, S, S) -> image (B, 3, S, S) in [-1, 1]."""
+    """``img`` [conv3x3(ngf -> 3), Tanh]: h (B, ngf, S, S) -> image (B, 3, S, S) in [-1, 1].
+
+    Fast backend: :func:`attngan_fast.ops.img_conv_tanh` (the input gradient as a forward conv)."""
 
     def __init__(self, ngf: int) -> None:
         super().__init__()
         self.gf_dim = ngf
         self.img = nn.Sequential(conv3x3(ngf, 3), nn.Tanh())
 
+    @classmethod
+    def from_modules(cls, ngf: int, img: nn.Sequential) -> "GET_IMAGE_G":
+        """The layer around an existing ``img`` Sequential (shared, not copied)."""
+        layer = cls.__new__(cls)
+        nn.Module.__init__(layer)
+        layer.gf_dim, layer.img = ngf, img
+        return layer
+
     def forward(self, h_code: Tensor) -> Tensor:
+        if is_img_conv_tanh(self.img) and use_kernel("img_conv_tanh", h_code):
+            return img_conv_tanh(h_code, self.img[0].weight)
         return self.img(h_code)
+
+
+def is_img_conv_tanh(img: nn.Module) -> bool:
+    """An ``nn.Sequential`` of [conv3x3 (stride 1, padding 1, no bias), Tanh]: what ``img_conv_tanh`` computes."""
+    if type(img) is not nn.Sequential or len(img) != 2 or type(img[1]) is not nn.Tanh:
+        return False
+    conv = img[0]
+    return (type(conv) is nn.Conv2d and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
+            and conv.padding == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1 and conv.bias is None
+            and conv.padding_mode == "zeros")
 
 
 def _check_g_inputs(

@@ -11,13 +11,18 @@ laid out the same way: ``check_<op>_inputs``, the public ``<op>``, then the fake
 from .attention import word_region_attention
 from .blocks import BatchNormArgs, batch_norm_args, count_batch, res_block, up_block, upsample_conv3x3, uses_batch_stats
 from .damsm import damsm_word_similarity
+from .down_blocks import down_block, tiled_code_conv
+from .img_net import img_conv_tanh
 
 __all__ = [
     "BatchNormArgs",
     "batch_norm_args",
     "count_batch",
     "damsm_word_similarity",
+    "down_block",
+    "img_conv_tanh",
     "res_block",
+    "tiled_code_conv",
     "up_block",
     "upsample_conv3x3",
     "uses_batch_stats",

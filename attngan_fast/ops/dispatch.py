@@ -25,10 +25,12 @@ __all__ = ["Limit", "kernel_devices", "kernel_limits", "register_kernels", "regi
 
 class Limit(NamedTuple):
     """An input a device's kernel cannot take: ``fits(*inputs)`` is False for it; ``what`` names the
-    limit in the warning (e.g. ``"at most 64 words (T <= 64)"``)."""
+    limit in the warning (e.g. ``"at most 64 words (T <= 64)"``). ``quiet``: a limit chosen for speed
+    (the reference is as fast or faster there): no warning, nothing for torch.compile to break on."""
 
     what: str
     fits: Callable[..., bool]
+    quiet: bool = False
 
 
 _kernels: dict[str, dict[str, tuple[Limit, ...]]] = {}  # op -> device type -> limits of its kernel
@@ -73,6 +75,8 @@ def use_kernel(op: str, x: torch.Tensor, *inputs: Any) -> bool:
         return False
     for limit in kernels[device]:
         if not limit.fits(x, *inputs):
+            if limit.quiet:
+                return False
             _warn_once((op, device, limit.what),
                        f"attngan_fast.{op}: the {device} kernel takes {limit.what}; using the reference implementation")
             return False

@@ -1,6 +1,7 @@
-"""GLU and the generator blocks (original ``code/model.py``; docs/original_attngan.md §2), plain PyTorch.
+"""GLU, the generator and the discriminator blocks (original ``code/model.py``; docs/original_attngan.md
+§2), plain PyTorch.
 
-The twins of the fused ops of ``attngan_fast.ops.blocks``: the same arguments, the original's
+The twins of the fused ops of ``attngan_fast.ops.blocks`` and ``attngan_fast.ops.down_blocks``: the same arguments, the original's
 layers as functions. BatchNorm follows ``F.batch_norm``: ``training=True`` normalizes with the
 batch statistics and updates the running statistics in place when they are given.
 """
@@ -12,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["BatchNormArgs", "glu", "upsample_conv3x3", "up_block", "res_block"]
+__all__ = ["BatchNormArgs", "down_block", "glu", "img_conv_tanh", "res_block", "tiled_code_conv", "up_block",
+           "upsample_conv3x3"]
 
 
 class BatchNormArgs(NamedTuple):
@@ -63,3 +65,31 @@ def res_block(x: Tensor, weight1: Tensor, bn1: BatchNormArgs, weight2: Tensor, b
     weight2 (C, C, 3, 3), bn1 over 2C, bn2 over C -> (N, C, H, W)."""
     y = glu(_batch_norm(F.conv2d(x, weight1, padding=1), bn1, training))
     return _batch_norm(F.conv2d(y, weight2, padding=1), bn2, training) + x
+
+
+def down_block(x: Tensor, weight: Tensor, bn: Optional[BatchNormArgs], training: bool, stride: int = 2,
+               padding: int = 1, negative_slope: float = 0.2, addend: Optional[Tensor] = None) -> Tensor:
+    """downBlock / Block3x3_leakRelu / a conv of encode_image_by_16times / jointConv:
+    conv(x, weight, stride, padding) [+ addend] [-> BatchNorm2d] -> LeakyReLU(negative_slope).
+
+    x: (N, Ci, H, W), weight: (Co, Ci, K, K) (no bias), addend: (N, Co, Ho, Wo) or None, bn over Co
+    channels or None (encode_image_by_16times' first conv) -> (N, Co, Ho, Wo).
+    """
+    y = F.conv2d(x, weight, stride=stride, padding=padding)
+    if addend is not None:
+        y = y + addend
+    if bn is not None:
+        y = _batch_norm(y, bn, training)
+    return F.leaky_relu(y, negative_slope)
+
+
+def tiled_code_conv(code: Tensor, weight: Tensor, size: tuple[int, int], padding: int) -> Tensor:
+    """The conv (stride 1, no bias) of ``code`` tiled over a ``size`` map: jointConv's share of the
+    sentence code in D_GET_LOGITS. code: (B, E), weight: (Co, E, K, K) -> (B, Co, Ho, Wo)."""
+    tiled = code.view(*code.shape, 1, 1).repeat(1, 1, *size)
+    return F.conv2d(tiled, weight, padding=padding)
+
+
+def img_conv_tanh(x: Tensor, weight: Tensor) -> Tensor:
+    """GET_IMAGE_G's ``img``: tanh(conv3x3(x, weight)) (padding 1, no bias): (N, Ci, H, W) -> (N, Co, H, W)."""
+    return torch.tanh(F.conv2d(x, weight, padding=1))
