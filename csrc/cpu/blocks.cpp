@@ -4,6 +4,7 @@
 // channels innermost (contiguous in the NHWC conv output, so the inner loops vectorize). Caller
 // tensors in NCHW go through a per-row transpose buffer; channels_last ones are read in place.
 #include "blocks.h"
+#include "thread_sums.h"
 #include "vec_exp.h"
 
 #include <ATen/Dispatch.h>
@@ -132,23 +133,6 @@ template <typename T>
 const T* ptr(const at::Tensor& t) {
   return t.defined() ? t.const_data_ptr<T>() : nullptr;
 }
-
-// Per-thread double accumulators of `width` values, `count` arrays each, summed at the end.
-struct ThreadSums {
-  int64_t width, count, threads;
-  std::vector<double> data;
-  ThreadSums(int64_t width_, int64_t count_)
-      : width(width_),
-        count(count_),
-        threads(at::get_num_threads()),
-        data(static_cast<size_t>(threads * width_ * count_), 0.0) {}
-  double* mine(int64_t k) { return data.data() + (at::get_thread_num() * count + k) * width; }
-  double total(int64_t k, int64_t c) const {
-    double s = 0;
-    for (int64_t t = 0; t < threads; ++t) s += data[(t * count + k) * width + c];
-    return s;
-  }
-};
 
 // ---- per-pixel loops over the channels (restrict pointers, so that they vectorize) -----------
 

@@ -7,6 +7,7 @@
 // thread, and are summed at the end; the statistics are taken about a per-channel pivot (the
 // channel's first value) so that sum((y - k)^2) - sum(y - k)^2 / M does not cancel.
 #include "down_blocks.h"
+#include "thread_sums.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -30,23 +31,6 @@ template <typename acc_t>
 inline acc_t leaky_grad(acc_t z, acc_t slope) {
   return z > acc_t(0) ? acc_t(1) : slope;
 }
-
-// Per-thread double accumulators: `count` arrays of `width` values each, summed by total().
-struct ThreadSums {
-  int64_t width, count, threads;
-  std::vector<double> data;
-  ThreadSums(int64_t width_, int64_t count_)
-      : width(width_),
-        count(count_),
-        threads(at::get_num_threads()),
-        data(static_cast<size_t>(threads * width_ * count_), 0.0) {}
-  double* mine(int64_t k) { return data.data() + (at::get_thread_num() * count + k) * width; }
-  double total(int64_t k, int64_t c) const {
-    double s = 0;
-    for (int64_t t = 0; t < threads; ++t) s += data[(t * count + k) * width + c];
-    return s;
-  }
-};
 
 // Pixels per NHWC task (some tens of KB each) and planes per NCHW task.
 int64_t pixel_grain(const ChannelView& v) {
