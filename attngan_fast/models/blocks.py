@@ -91,18 +91,22 @@ def is_nearest_2x(up: nn.Module) -> bool:
             and up.scale_factor in (2.0, (2.0, 2.0)))
 
 
-class _ConvBnGlu(nn.Sequential):
-    """[nearest 2x upsample] -> conv3x3 -> BatchNorm2d -> GLU; the fused ``up_block`` op with the
-    "fast" backend, the children otherwise (or when they are not what the op computes)."""
-
-    upsample = False
+class _FusedSequential(nn.Sequential):
+    """An ``nn.Sequential`` of the original children that a fused op may compute in one call."""
 
     @classmethod
-    def from_modules(cls, *modules: nn.Module) -> "_ConvBnGlu":
+    def from_modules(cls, *modules: nn.Module) -> "_FusedSequential":
         """The block around existing children (shared, not copied)."""
         block = cls.__new__(cls)
         nn.Sequential.__init__(block, *modules)
         return block
+
+
+class _ConvBnGlu(_FusedSequential):
+    """[nearest 2x upsample] -> conv3x3 -> BatchNorm2d -> GLU; the fused ``up_block`` op with the
+    "fast" backend, the children otherwise (or when they are not what the op computes)."""
+
+    upsample = False
 
     def forward(self, x: Tensor) -> Tensor:
         k = 1 if self.upsample else 0  # index of the conv
@@ -249,17 +253,10 @@ def run_down_block(conv: nn.Conv2d, bn: Optional[nn.BatchNorm2d], slope: float, 
     return out
 
 
-class _ConvBnLeaky(nn.Sequential):
+class _ConvBnLeaky(_FusedSequential):
     """Runs of conv [-> BatchNorm2d] -> LeakyReLU; with the "fast" backend each run whose shape the
     fused kernel takes is one ``down_block`` op, the others run their children (as do all runs when
     they are not what the op computes)."""
-
-    @classmethod
-    def from_modules(cls, *modules: nn.Module) -> "_ConvBnLeaky":
-        """The block around existing children (shared, not copied)."""
-        block = cls.__new__(cls)
-        nn.Sequential.__init__(block, *modules)
-        return block
 
     def forward(self, x: Tensor) -> Tensor:
         groups = leaky_conv_groups(self) if get_backend() == "fast" else None
