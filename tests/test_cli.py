@@ -28,17 +28,35 @@ def test_no_command_is_an_error(capsys):
 def test_set_threads(monkeypatch):
     import torch
 
+    from attngan_fast.cli import common
     from attngan_fast.cli.common import set_threads
 
     before = torch.get_num_threads()
     try:
         assert set_threads(1) == 1 and torch.get_num_threads() == 1
-        monkeypatch.setattr("os.getloadavg", lambda: (1000.0, 0.0, 0.0))
+        monkeypatch.setattr(common, "busy_cores", lambda: 1000.0)
         assert set_threads(None) == 1  # a fully busy machine: one thread
-        monkeypatch.setattr("os.getloadavg", lambda: (0.0, 0.0, 0.0))
+        monkeypatch.setattr(common, "busy_cores", lambda: 0.0)
         torch.set_num_threads(before)
         assert set_threads(None) == min(before, __import__("os").cpu_count())
         with pytest.raises(ValueError, match="threads: expected >= 1"):
             set_threads(0)
     finally:
         torch.set_num_threads(before)
+
+
+def test_busy_cores(monkeypatch, tmp_path):
+    """The load average unless fewer other processes are runnable now; the average alone without /proc."""
+    from attngan_fast.cli import common
+
+    proc = tmp_path / "loadavg"
+    monkeypatch.setattr(common, "PROC_LOADAVG", str(proc))
+    monkeypatch.setattr("os.getloadavg", lambda: (1.8, 1.5, 1.2))
+    proc.write_text("1.80 1.50 1.20 1/80 4242\n")  # a job that has just ended: only this process runs
+    assert common.busy_cores(interval_s=0) == 0.0
+    proc.write_text("1.80 1.50 1.20 4/80 4242\n")  # three others running: the average (lower) counts
+    assert common.busy_cores(interval_s=0) == 1.8
+    proc.unlink()
+    assert common.busy_cores(interval_s=0) == 1.8
+    monkeypatch.setattr("os.getloadavg", lambda: (_ for _ in ()).throw(OSError("no load average")))
+    assert common.busy_cores(interval_s=0) == 0.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import time
 from typing import Any, Callable, Optional
 
 from .. import config
@@ -84,31 +85,54 @@ def config_from_args(args: argparse.Namespace, base: Optional[config.Config] = N
 
 def add_threads_argument(parser: argparse.ArgumentParser, default: Optional[int] = None) -> None:
     """``--threads N``: torch's CPU threads; default: the cores other processes leave free."""
-    auto = "torch's count, lowered to the cores not already busy per the 1-minute load average"
+    auto = "torch's count, lowered to the cores other processes keep busy (load average, runnable now)"
     parser.add_argument("--threads", type=positive_int, default=default,
                         help=f"CPU threads for torch (default: {default if default else auto})")
 
 
 def set_threads(requested: Optional[int]) -> int:
-    """Set torch's intra-op threads to ``requested``, or by default to ``cores - load`` (at least 1).
+    """Set torch's intra-op threads to ``requested``, or by default to ``cores - busy`` (at least 1).
 
     Many small ops each end in a barrier of all threads; on a CPU that other jobs keep busy, threads
     that wait for a descheduled peer spin, and a step gets 10x-50x slower than with fewer threads.
+    ``busy`` (:func:`busy_cores`) is the 1-minute load average, unless other processes are not
+    running right now (a job that has just ended still weighs on the average for a minute or two).
     Returns the count set.
     """
     import torch
 
     if requested is None:
         requested = torch.get_num_threads()
-        try:
-            busy = os.getloadavg()[0]
-        except OSError:  # no load average on this platform
-            busy = 0.0
-        requested = max(1, min(requested, int((os.cpu_count() or requested) - busy + 0.5)))
+        requested = max(1, min(requested, int((os.cpu_count() or requested) - busy_cores() + 0.5)))
     elif requested < 1:
         raise ValueError(f"threads: expected >= 1, got {requested}")
     torch.set_num_threads(requested)
     return requested
+
+
+PROC_LOADAVG = "/proc/loadavg"
+
+
+def busy_cores(samples: int = 5, interval_s: float = 0.02) -> float:
+    """Cores that other processes keep busy: min(1-minute load average, processes runnable now).
+
+    "Runnable now" is the median over ``samples`` reads of ``/proc/loadavg``'s running count, less
+    this process; where that file is missing (not Linux) only the load average counts (0 without one).
+    """
+    try:
+        average = os.getloadavg()[0]
+    except (OSError, AttributeError):  # no load average on this platform
+        return 0.0
+    counts = []
+    for i in range(samples):
+        try:
+            with open(PROC_LOADAVG, encoding="ascii") as f:
+                counts.append(int(f.read().split()[3].split("/")[0]) - 1)
+        except (OSError, ValueError, IndexError):
+            return average
+        if i + 1 < samples:
+            time.sleep(interval_s)
+    return min(average, float(sorted(counts)[len(counts) // 2]))
 
 
 def add_progress_argument(parser: argparse.ArgumentParser) -> None:

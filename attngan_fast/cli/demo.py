@@ -5,7 +5,7 @@ import argparse
 from typing import Any
 
 from ..demo import DEFAULT_MINUTES, PROMPTS, run_demo
-from .common import add_progress_argument, add_threads_argument, number
+from .common import add_progress_argument, add_threads_argument, number, set_threads
 
 
 def add_parser(subparsers: Any) -> None:
@@ -18,11 +18,11 @@ def add_parser(subparsers: Any) -> None:
                    help=f"time budget, at least 3 (default {DEFAULT_MINUTES:g})")
     p.add_argument("--out", default="demo_output", help="output folder (default demo_output)")
     p.add_argument("--seed", type=int, default=0)
-    add_threads_argument(p, default=1)
+    add_threads_argument(p)
     add_progress_argument(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    run_demo(args.out, args.minutes, seed=args.seed, threads=args.threads, progress=args.progress)
+    run_demo(args.out, args.minutes, seed=args.seed, threads=set_threads(args.threads), progress=args.progress)
     return 0
