@@ -12,7 +12,10 @@ Per step, for each micro-batch (one per process and per accumulation step; see *
    stage's image against the frozen image encoder (eval mode); backward, Adam step;
 6. EMA of G's parameters (decay 0.999; BN buffers are not averaged).
 
-Adam(lr 2e-4, betas (0.5, 0.999)) for G and each D, as the original. The Ds' parameters are frozen
+Adam(lr 2e-4, betas (0.5, 0.999)) for G and each D, as the original: the multi-tensor ("foreach")
+implementation, bit for bit the original's per-parameter loop, and on the "fast" backend the fused
+one on the CPU and CUDA (the same update in one kernel, ~6x faster on the CPU; within 5e-7 relative
+of the loop per step, :func:`use_fused_adam`). The Ds' parameters are frozen
 while G's loss is back-propagated (the original computed and discarded their gradients there;
 G's gradients are the same).
 
@@ -102,6 +105,29 @@ class _MicroBatch:
     logvar: Optional[Tensor] = None
 
 
+
+# devices with a fused Adam kernel that the fast backend uses
+FUSED_ADAM = ("cpu", "cuda")
+
+
+def use_fused_adam(optimizers: Sequence[torch.optim.Optimizer], fused: bool) -> None:
+    """Switch Adam optimizers between the fused kernel (``fused``) and the multi-tensor one.
+
+    Both compute the same update (their state is interchangeable); the multi-tensor one is bit for
+    bit torch's per-parameter loop, the fused one rounds differently (within 5e-7 relative per step).
+    The fused kernel keeps the step count on the parameter's device (the others may keep it on the
+    CPU: a run resumed or switched from the reference backend), so it is moved there.
+    """
+    for optimizer in optimizers:
+        for group in optimizer.param_groups:
+            group["fused"], group["foreach"] = fused, not fused
+        if fused:
+            for param, state in optimizer.state.items():
+                step = state.get("step")
+                if isinstance(step, torch.Tensor) and step.device != param.device:
+                    state["step"] = step.to(param.device)
+
+
 class GANTrainer:
     """Trains G and the Ds of ``cfg`` on ``dataset`` against frozen DAMSM encoders.
 
@@ -149,8 +175,9 @@ class GANTrainer:
         self.image_encoder = image_encoder.to(self.device).eval().requires_grad_(False)
 
         lr_g, lr_d = cfg.TRAIN.GENERATOR_LR, cfg.TRAIN.DISCRIMINATOR_LR
-        self.optimizerG = torch.optim.Adam(self.netG.parameters(), lr=lr_g, betas=(0.5, 0.999))
-        self.optimizersD = [torch.optim.Adam(d.parameters(), lr=lr_d, betas=(0.5, 0.999)) for d in self.netsD]
+        self.optimizerG = torch.optim.Adam(self.netG.parameters(), lr=lr_g, betas=(0.5, 0.999), foreach=True)
+        self.optimizersD = [torch.optim.Adam(d.parameters(), lr=lr_d, betas=(0.5, 0.999), foreach=True)
+                            for d in self.netsD]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=options.amp == "fp16")
         self.noise_gen = torch.Generator(self.device).manual_seed(options.seed)
 
@@ -270,6 +297,7 @@ class GANTrainer:
         Returns the losses (detached scalars, averaged over micro-batches; not over processes).
         """
         K = self.options.accum_steps
+        use_fused_adam([self.optimizerG, *self.optimizersD], get_backend() == "fast" and self.device.type in FUSED_ADAM)
         skipped, kept = self.skipped, None
         if self.options.on_nan == "skip":
             buffers = [b for m in (self.netG, *self.netsD) for b in m.buffers()]
