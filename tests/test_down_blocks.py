@@ -430,8 +430,9 @@ def test_compile_inductor_eval():
 
 @pytest.mark.keep_limit
 def test_dispatch_by_shape(monkeypatch):
-    """The CPU kernel runs for output maps of <= 16 pixels and convs of >= CPU_MIN_MACS multiply-adds;
-    the others run the reference (same results), the modules their own children."""
+    """The CPU kernel runs for output maps of <= 16 pixels and convs of >= CPU_MIN_MACS multiply-adds
+    (NCHW_MACS_FACTOR times as many on NCHW inputs); the others run the reference (same results), the
+    modules their own children."""
     used = []
     real = down_ops.use_kernel
     monkeypatch.setattr(down_ops, "use_kernel", lambda *a: (used.append(real(*a)), used[-1])[1])
@@ -451,8 +452,9 @@ def test_dispatch_by_shape(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         compare(build("down", 32, 64), torch.randn(8, 32, 8, 8))  # the demo's 4x4 block: 4 MMAC
-        compare(build("down", 256, 512), torch.randn(2, 256, 8, 8))  # 67 MMAC
-    assert len(calls) == 1  # the fast forward of the second only (compare runs each backend once)
+        compare(build("down", 256, 512), torch.randn(2, 256, 8, 8))  # 67 MMAC: enough channels_last only
+        compare(build("down", 256, 512), torch.randn(2, 256, 8, 8).to(memory_format=torch.channels_last))
+    assert len(calls) == 1  # the fast forward of the last only (compare runs each backend once)
 
 
 @pytest.mark.parametrize("has_bn", [True, False])

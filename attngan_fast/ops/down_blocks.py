@@ -36,12 +36,17 @@ from .blocks import _autocast, _caller_format, _check_bn, _check_x, _stat_dtype,
 from .checks import check_like
 from .dispatch import Limit, register_kernels, second_order_backward, use_kernel
 
-__all__ = ["CPU_MAX_OUTPUT_PIXELS", "CPU_MIN_MACS", "check_down_block_inputs", "down_block", "tiled_code_conv"]
+__all__ = ["CPU_MAX_OUTPUT_PIXELS", "CPU_MIN_MACS", "NCHW_MACS_FACTOR", "check_down_block_inputs", "down_block",
+           "tiled_code_conv"]
 
 CPU_MAX_OUTPUT_PIXELS = 16
 """The CPU kernel's limit: output maps of at most this many pixels (Ho * Wo); larger ones run the reference."""
 CPU_MIN_MACS = 1 << 26
-"""The CPU kernel's limit: convs of at least this many multiply-adds (N Ho Wo Co Ci K^2); smaller ones run the reference."""
+"""The CPU kernel's limit: convs of at least this many multiply-adds (N Ho Wo Co Ci K^2) on channels_last
+inputs and ``NCHW_MACS_FACTOR`` times as many on NCHW ones; smaller ones run the reference."""
+NCHW_MACS_FACTOR = 32
+"""oneDNN's NCHW convs are faster than its channels_last ones at these shapes: at bird_attn2's 4x4 blocks
+(batch 20, fwd+bwd) the kernel gave 0.85-1.0x on NCHW below ~2 GMAC (1.2-1.4x channels_last), 1.2-1.5x above."""
 
 
 def _conv_out_size(size: int, k: int, stride: int, padding: int) -> int:
@@ -199,7 +204,9 @@ def _small_output(x: Tensor, weight: Tensor, stride: int, padding: int) -> bool:
 
 
 def _large_conv(x: Tensor, weight: Tensor, stride: int, padding: int) -> bool:
-    return x.shape[0] * _output_pixels(x, weight, stride, padding) * weight.numel() >= CPU_MIN_MACS
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    limit = CPU_MIN_MACS * (1 if channels_last else NCHW_MACS_FACTOR)
+    return x.shape[0] * _output_pixels(x, weight, stride, padding) * weight.numel() >= limit
 
 
 if has_extension():
@@ -211,7 +218,8 @@ if has_extension():
     register_kernels("down_block", ["cpu"], [
         Limit(f"output maps of at most {CPU_MAX_OUTPUT_PIXELS} pixels (on larger ones the reference is as fast)",
               _small_output, quiet=True),
-        Limit("convs of at least 2^26 multiply-adds (on smaller ones the reference is faster)", _large_conv,
+        Limit("convs of at least 2^26 multiply-adds channels_last, 2^31 NCHW (on smaller ones the reference is "
+              "faster)", _large_conv,
               quiet=True)])
     if has_cuda_kernels():
         register_kernels("down_block", ["cuda"])
