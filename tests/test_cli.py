@@ -53,10 +53,10 @@ def test_busy_cores(monkeypatch, tmp_path):
     monkeypatch.setattr(common, "PROC_LOADAVG", str(proc))
     monkeypatch.setattr("os.getloadavg", lambda: (1.8, 1.5, 1.2))
     proc.write_text("1.80 1.50 1.20 1/80 4242\n")  # a job that has just ended: only this process runs
-    assert common.busy_cores(interval_s=0) == 0.0
+    assert common.busy_cores() == 0.0
     proc.write_text("1.80 1.50 1.20 4/80 4242\n")  # three others running: the average (lower) counts
-    assert common.busy_cores(interval_s=0) == 1.8
+    assert common.busy_cores() == 1.8
     proc.unlink()
-    assert common.busy_cores(interval_s=0) == 1.8
+    assert common.busy_cores() == 1.8
     monkeypatch.setattr("os.getloadavg", lambda: (_ for _ in ()).throw(OSError("no load average")))
-    assert common.busy_cores(interval_s=0) == 0.0
+    assert common.busy_cores() == 0.0

@@ -111,27 +111,29 @@ def set_threads(requested: Optional[int]) -> int:
 
 
 PROC_LOADAVG = "/proc/loadavg"
+# reads of PROC_LOADAVG's running count, and the pause between two
+LOADAVG_SAMPLES, LOADAVG_INTERVAL = 5, 0.02
 
 
-def busy_cores(samples: int = 5, interval_s: float = 0.02) -> float:
+def busy_cores() -> float:
     """Cores that other processes keep busy: min(1-minute load average, processes runnable now).
 
-    "Runnable now" is the median over ``samples`` reads of ``/proc/loadavg``'s running count, less
-    this process; where that file is missing (not Linux) only the load average counts (0 without one).
+    "Runnable now" is the median over ``LOADAVG_SAMPLES`` reads of ``/proc/loadavg``'s running count,
+    less this process; where that file is missing (not Linux) only the load average counts (0 without one).
     """
     try:
         average = os.getloadavg()[0]
     except (OSError, AttributeError):  # no load average on this platform
         return 0.0
     counts = []
-    for i in range(samples):
+    for i in range(LOADAVG_SAMPLES):
         try:
             with open(PROC_LOADAVG, encoding="ascii") as f:
                 counts.append(int(f.read().split()[3].split("/")[0]) - 1)
         except (OSError, ValueError, IndexError):
             return average
-        if i + 1 < samples:
-            time.sleep(interval_s)
+        if i + 1 < LOADAVG_SAMPLES:
+            time.sleep(LOADAVG_INTERVAL)
     return min(average, float(sorted(counts)[len(counts) // 2]))
 
 

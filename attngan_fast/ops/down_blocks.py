@@ -204,8 +204,7 @@ def _small_output(x: Tensor, weight: Tensor, stride: int, padding: int) -> bool:
 
 
 def _large_conv(x: Tensor, weight: Tensor, stride: int, padding: int) -> bool:
-    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-    limit = CPU_MIN_MACS * (1 if channels_last else NCHW_MACS_FACTOR)
+    limit = CPU_MIN_MACS * (1 if _caller_format(x) == torch.channels_last else NCHW_MACS_FACTOR)
     return x.shape[0] * _output_pixels(x, weight, stride, padding) * weight.numel() >= limit
 
 

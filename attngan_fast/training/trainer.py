@@ -105,7 +105,6 @@ class _MicroBatch:
     logvar: Optional[Tensor] = None
 
 
-
 # devices with a fused Adam kernel that the fast backend uses
 FUSED_ADAM = ("cpu", "cuda")
 
@@ -116,9 +115,12 @@ def use_fused_adam(optimizers: Sequence[torch.optim.Optimizer], fused: bool) -> 
     Both compute the same update (their state is interchangeable); the multi-tensor one is bit for
     bit torch's per-parameter loop, the fused one rounds differently (within 5e-7 relative per step).
     The fused kernel keeps the step count on the parameter's device (the others may keep it on the
-    CPU: a run resumed or switched from the reference backend), so it is moved there.
+    CPU: a run resumed or switched from the reference backend), so it is moved there. Optimizers
+    already in the wanted mode are left alone (the per-step call costs a flag check).
     """
     for optimizer in optimizers:
+        if all(group["fused"] is fused for group in optimizer.param_groups):
+            continue
         for group in optimizer.param_groups:
             group["fused"], group["foreach"] = fused, not fused
         if fused:
