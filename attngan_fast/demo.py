@@ -61,7 +61,9 @@ def run_demo(
     gan_overrides: Optional[dict[str, Any]] = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run the demo in ``out_dir`` within about ``minutes``; returns what ``demo.json`` holds.
+    """Run the demo in ``out_dir`` within about ``minutes``; returns what ``demo.json`` holds, or,
+    when SIGINT / SIGTERM stops a GAN stage, ``{"interrupted": <signal name>, "steps", "snapshot"}``
+    (nothing after that stage runs; during DAMSM pre-training SIGINT raises KeyboardInterrupt).
 
     threads: torch CPU threads (None keeps torch's setting; ``attngan-fast demo`` passes the cores other
     processes leave free: on an idle 2-core CPU two threads run the two-stage step ~1.5x faster than one).
@@ -98,11 +100,15 @@ def run_demo(
         stage1 = train_gan(config.load("demo_birds", **{**(gan_overrides or {}), "TRAIN.NET_E": str(net_e),
                                                         "TREE.BRANCH_NUM": 1}),
                            _gan_options(out / "gan_64px", seed, STAGE1_SHARE * left, progress), overwrite=True)
+        if stage1["interrupted"]:
+            return _interrupted(stage1, "the 64 px stage", log)
         grow_from = stage1["snapshot"]
         timings["gan_64px_s"] = time.monotonic() - start - timings["damsm_s"]
         left = minutes - (time.monotonic() - start) / 60.0 - reserve
         log(f"[demo] 2/4 both stages (grown from {grow_from}) for {max(left, 0.0):.1f} min")
     gan = train_gan(gan_cfg, _gan_options(out / "gan", seed, left, progress), grow_from=grow_from, overwrite=True)
+    if gan["interrupted"]:
+        return _interrupted(gan, "the GAN training", log)
     timings["gan_s"] = time.monotonic() - start - timings["damsm_s"]
 
     log("[demo] 3/4 the prompts' images and attention maps")
@@ -135,6 +141,13 @@ def run_demo(
         f"{timings['gan_s']:.0f} s: {steps}); images in {out / 'prompts'}, results in "
         f"{out / 'demo.json'}")
     return summary
+
+
+def _interrupted(run: dict[str, Any], what: str, log: Callable[[str], None]) -> dict[str, Any]:
+    """The demo stops where SIGINT / SIGTERM stopped a GAN run (no later stage, no evaluation)."""
+    log(f"[demo] interrupted by {run['interrupted']} in {what} after {run['steps']} steps (snapshot "
+        f"{run['snapshot']}); no images, no evaluation")
+    return {"interrupted": run["interrupted"], "steps": run["steps"], "snapshot": str(run["snapshot"])}
 
 
 def _gan_options(out: Path, seed: int, minutes: float, progress: bool) -> Any:

@@ -57,3 +57,32 @@ def test_demo_pipeline_tiny(tmp_path, branches):
 def test_demo_cli_rejects_tiny_budgets(capsys):
     assert main(["demo", "--minutes", "1"]) == 2
     assert "--minutes: expected a number >= 3, got '1'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stage", ["gan_64px", "gan"])
+def test_demo_stops_where_a_signal_stopped_a_gan_stage(tmp_path, monkeypatch, stage):
+    """SIGINT / SIGTERM end a GAN stage with a snapshot (the trainer catches them); the demo then
+    stops there: no later stage, no images, no evaluation, and the CLI exits 128 + the signal."""
+    import attngan_fast.cli.demo as cli_demo
+    import attngan_fast.training as training
+
+    real = training.train_gan
+
+    def train_gan(cfg, options, **kwargs):
+        summary = real(cfg, options, **kwargs)
+        return {**summary, "interrupted": "SIGTERM"} if options.out_dir.endswith(stage) else summary
+
+    monkeypatch.setattr(training, "train_gan", train_gan)
+    gan = {**TINY, "TRAIN.BATCH_SIZE": 4, "GAN.GF_DIM": 2, "GAN.DF_DIM": 2, "TREE.BRANCH_NUM": 2}
+    lines = []
+    with single_thread():
+        summary = run_demo(tmp_path, minutes=EVAL_RESERVE_MINUTES + 0.05, threads=None, progress=False,
+                           damsm_overrides={**TINY, "TRAIN.MAX_EPOCH": 1}, gan_overrides=gan, log=lines.append)
+    assert summary["interrupted"] == "SIGTERM" and summary["steps"] >= 1
+    assert (tmp_path / stage / "run.json").exists()
+    assert (tmp_path / "gan").exists() == (stage == "gan")
+    assert not any((tmp_path / name).exists() for name in ("prompts", "evaluation.json", "demo.json"))
+    assert "interrupted by SIGTERM" in lines[-1]
+    monkeypatch.setattr(cli_demo, "run_demo", lambda *a, **k: summary)
+    with single_thread():
+        assert main(["demo", "--out", str(tmp_path), "--threads", "1"]) == 143

@@ -17,7 +17,7 @@ import torch.nn as nn
 
 import attngan_fast
 from attngan_fast import config, reference
-from attngan_fast.models import D_NET256, Block3x3_leakRelu, downBlock, encode_image_by_16times
+from attngan_fast.models import D_NET256, Block3x3_leakRelu, discriminator, downBlock, encode_image_by_16times
 from attngan_fast.models import blocks as model_blocks
 from attngan_fast.ops import BatchNormArgs, down_block, tiled_code_conv
 from attngan_fast.ops import down_blocks as down_ops
@@ -156,20 +156,33 @@ def test_tiled_code_conv_is_exact(size, k, padding):
         assert_close(a, b)
 
 
+@pytest.mark.parametrize("kernel", [True, False])
 @pytest.mark.parametrize("training", [True, False])
-def test_d_get_logits_conditional_head(training):
-    """COND_DNET: jointConv on cat(h, tiled code) through the op on h plus the code's share."""
+def test_d_get_logits_conditional_head(training, kernel, monkeypatch):
+    """COND_DNET: jointConv on cat(h, tiled code) through the op on h plus the code's share (the
+    module's children where the kernel does not take the shape); outlogits as a matrix product."""
+    if not kernel:
+        monkeypatch.setattr(down_ops, "CPU_MIN_MACS", 1 << 40)
     cfg = config.load("bird_attn2", **{"GAN.DF_DIM": 3, "TEXT.EMBEDDING_DIM": 10})
     net = D_NET256(cfg)
     _randomize_bn(net)
     head = net.COND_DNET.train(training)
     h = torch.randn(3, 24, 4, 4, requires_grad=True)
     c = torch.randn(3, 10, requires_grad=True)
+    calls = []
+    real = discriminator.run_down_block
+    monkeypatch.setattr(discriminator, "run_down_block", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    logits = []
+    real_linear = torch.nn.functional.linear
+    monkeypatch.setattr(discriminator.F, "linear", lambda *a, **k: (logits.append(1), real_linear(*a, **k))[1])
     results = {}
     for name in ("fast", "reference"):
         m = copy.deepcopy(head)
-        with attngan_fast.backend(name):
+        with attngan_fast.backend(name), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             out = m(h, c)
+        if name == "fast":
+            assert (len(calls), len(logits)) == (int(kernel), 1)
         params = dict(m.named_parameters())
         grads = torch.autograd.grad(out.sum(), [h, c, *params.values()])
         results[name] = out, dict(zip(["h", "c", *params], grads)), dict(m.named_buffers())

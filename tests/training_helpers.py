@@ -130,7 +130,7 @@ def synthetic_run_files(tmp_path, **overrides):
     from attngan_fast.training.damsm import build_image_encoder, build_text_encoder
 
     base = {"SYNTHETIC.NUM_IMAGES": 50, "TREE.BRANCH_NUM": 2, "TRAIN.BATCH_SIZE": 4, "TRAIN.MAX_EPOCH": 2,
-            "TRAIN.SNAPSHOT_INTERVAL": 1,
+            "TRAIN.SNAPSHOT_INTERVAL": 1, "TRAIN.GENERATOR_LR": 4e-4, "TRAIN.DISCRIMINATOR_LR": 4e-4,
             "GAN.GF_DIM": 2, "GAN.DF_DIM": 2, "GAN.Z_DIM": 6, "GAN.CONDITION_DIM": 5, "TEXT.EMBEDDING_DIM": 8,
             "DAMSM.SMALL_CNN_WIDTH": 4, "DAMSM.SMALL_CNN_INPUT": 32}
     cfg = config.load("demo_birds", **{**base, **overrides})

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import signal
 from typing import Any
 
 from ..demo import DEFAULT_MINUTES, PROMPTS, run_demo
+from ..training.stop import exit_code
 from .common import add_progress_argument, add_threads_argument, number, set_threads
 
 
@@ -24,5 +26,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    run_demo(args.out, args.minutes, seed=args.seed, threads=set_threads(args.threads), progress=args.progress)
-    return 0
+    """0 when done; 128 + the signal's number when SIGINT / SIGTERM stopped it (130, 143)."""
+    summary = run_demo(args.out, args.minutes, seed=args.seed, threads=set_threads(args.threads),
+                       progress=args.progress)
+    return exit_code(signal.Signals[summary["interrupted"]]) if "interrupted" in summary else 0

@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..backend import get_backend
@@ -26,7 +27,8 @@ class D_GET_LOGITS(nn.Module):
 
     Fast backend: jointConv is one ``down_block`` op on h, with the tiled code's share added before
     its BatchNorm as a per-position term (:func:`attngan_fast.ops.down_blocks.tiled_code_conv`:
-    exact algebra, no tiled tensor, no concatenation)."""
+    exact algebra, no tiled tensor, no concatenation) where the kernel takes the shape; outlogits,
+    whose kernel covers the 4x4 map, is one matrix product."""
 
     def __init__(self, ndf: int, nef: int, bcondition: bool = False) -> None:
         super().__init__()
@@ -54,12 +56,17 @@ class D_GET_LOGITS(nn.Module):
 
         Returns probabilities (B,).
         """
+        fast = get_backend() == "fast"
         if self.bcondition and c_code is not None:
-            groups = leaky_conv_groups(self.jointConv) if get_backend() == "fast" else None
+            groups = leaky_conv_groups(self.jointConv) if fast else None
             if groups is not None and len(groups) == 1 and self._fusable_joint_conv(h_code, groups[0][0]):
-                return self.outlogits(self._joint_conv_fast(h_code, c_code, *groups[0])).view(-1)
-            c_code = c_code.view(-1, self.ef_dim, 1, 1).repeat(1, 1, 4, 4)
-            h_code = self.jointConv(torch.cat((h_code, c_code), 1))
+                h_code = self._joint_conv_fast(h_code, c_code, *groups[0])
+            else:
+                c_code = c_code.view(-1, self.ef_dim, 1, 1).repeat(1, 1, 4, 4)
+                h_code = self.jointConv(torch.cat((h_code, c_code), 1))
+        if fast and self._logits_are_a_product(h_code):
+            conv = self.outlogits[0]
+            return torch.sigmoid(F.linear(h_code.flatten(1), conv.weight.flatten(1), conv.bias)).view(-1)
         return self.outlogits(h_code).view(-1)
 
     def _fusable_joint_conv(self, h_code: Tensor, conv: nn.Conv2d) -> bool:
@@ -67,6 +74,13 @@ class D_GET_LOGITS(nn.Module):
         ch = h_code.shape[1]
         return (conv.stride == (1, 1) and conv.weight.shape[1] == ch + self.ef_dim
                 and use_kernel("down_block", h_code, conv.weight[:, :ch], 1, conv.padding[0]))
+
+    def _logits_are_a_product(self, h_code: Tensor) -> bool:
+        """outlogits is [Conv2d(C, 1) whose kernel is h's whole map, Sigmoid]: one output per image."""
+        mods = list(self.outlogits)
+        conv = mods[0] if len(mods) == 2 and isinstance(mods[1], nn.Sigmoid) else None
+        return (type(conv) is nn.Conv2d and h_code.dim() == 4 and conv.padding == (0, 0) and conv.groups == 1
+                and conv.dilation == (1, 1) and tuple(conv.weight.shape[1:]) == tuple(h_code.shape[1:]))
 
     def _joint_conv_fast(self, h_code: Tensor, c_code: Tensor, conv: nn.Conv2d, bn: Optional[nn.BatchNorm2d],
                          slope: float) -> Tensor:
