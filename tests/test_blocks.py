@@ -85,6 +85,62 @@ def input_like(n, c, h, w, channels_last=False, dtype=torch.float32, device="cpu
     return x.to(memory_format=torch.channels_last) if channels_last else x
 
 
+
+def compare_low_precision(m: nn.Module, x: torch.Tensor, dtype: torch.dtype, name: str) -> None:
+    """``m`` in ``dtype`` on the fast backend: forward within plain PyTorch's own error at ``dtype``."""
+    with torch.no_grad(), attngan_fast.backend("fast"):
+        fast = copy.deepcopy(m).to(dtype)(x.to(dtype))
+    with torch.no_grad(), attngan_fast.backend("reference"):
+        plain = copy.deepcopy(m).to(dtype)(x.to(dtype))
+        exact = copy.deepcopy(m).double()(x.double())
+    assert fast.dtype == dtype
+    assert_low_precision_ok(fast, plain, exact, name=name)
+
+
+def compare_running_stats(m: nn.Sequential, bn: int, shape: tuple[int, ...], momentum: float | None) -> None:
+    """Three training steps of ``m`` (fast) and of a copy (reference), ``m[bn]`` the BatchNorm
+    (momentum None: the cumulative average), then eval: the same statistics and output."""
+    m[bn].momentum, m[bn].eps = momentum, 1e-3
+    ref = copy.deepcopy(m)
+    for _ in range(3):
+        x = torch.randn(*shape)
+        with attngan_fast.backend("fast"):
+            m(x)
+        with attngan_fast.backend("reference"):
+            ref(x)
+    assert int(m[bn].num_batches_tracked) == int(ref[bn].num_batches_tracked) == 3
+    assert_close(m[bn].running_mean, ref[bn].running_mean)
+    assert_close(m[bn].running_var, ref[bn].running_var)
+    compare(m.eval(), torch.randn(*shape))
+
+
+def compare_compiled_train_step(model: nn.Module, x: torch.Tensor) -> None:
+    """``model`` under torch.compile(fullgraph=True, aot_eager) on the fast backend against an eager
+    copy on the reference: outputs, parameter gradients, buffers."""
+    ref = copy.deepcopy(model)
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    out = compiled(x)
+    with attngan_fast.backend("reference"):
+        out_ref = ref(x)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    out_ref.backward(grad)
+    assert_close(out, out_ref)
+    for (name, p), p_ref in zip(model.named_parameters(), ref.parameters()):
+        assert_grad_close(p.grad, p_ref.grad, name=name)
+    assert_buffers_equal(dict(model.named_buffers()), dict(ref.named_buffers()))
+
+
+def compare_compiled_eval(model: nn.Module, x: torch.Tensor) -> None:
+    """``model`` under torch.compile(fullgraph=True, inductor) on the fast backend, no grad, against
+    the eager reference."""
+    with torch.no_grad():
+        out = torch.compile(model, fullgraph=True)(x)
+        with attngan_fast.backend("reference"):
+            out_ref = model(x)
+    assert_close(out, out_ref)
+
+
 # ---- the phase decomposition --------------------------------------------------------------------
 
 
@@ -137,20 +193,7 @@ def test_up_block_birds_channels():
 
 @pytest.mark.parametrize("momentum", [None, 0.3])
 def test_up_block_running_stats_over_steps(momentum):
-    """Three training steps (momentum=None: the cumulative average), then eval: same stats and output."""
-    m = build("up", 4, 3)
-    m[2].momentum, m[2].eps = momentum, 1e-3
-    ref = copy.deepcopy(m)
-    for _ in range(3):
-        x = torch.randn(2, 4, 5, 3)
-        with attngan_fast.backend("fast"):
-            m(x)
-        with attngan_fast.backend("reference"):
-            ref(x)
-    assert int(m[2].num_batches_tracked) == int(ref[2].num_batches_tracked) == 3
-    assert_close(m[2].running_mean, ref[2].running_mean)
-    assert_close(m[2].running_var, ref[2].running_var)
-    compare(m.eval(), torch.randn(2, 4, 5, 3))
+    compare_running_stats(build("up", 4, 3), 2, (2, 4, 5, 3), momentum)
 
 
 def test_up_block_without_running_stats():
@@ -188,15 +231,7 @@ def test_res_block_bn_settings():
 @pytest.mark.parametrize("dtype", [torch.bfloat16])
 @pytest.mark.parametrize("kind", ["up", "res"])
 def test_blocks_low_precision(kind, dtype):
-    m = build(kind, 8, 4)
-    x = torch.randn(2, 8, 6, 5)
-    with torch.no_grad(), attngan_fast.backend("fast"):
-        fast = copy.deepcopy(m).to(dtype)(x.to(dtype))
-    with torch.no_grad(), attngan_fast.backend("reference"):
-        plain = copy.deepcopy(m).to(dtype)(x.to(dtype))
-        exact = copy.deepcopy(m).double()(x.double())
-    assert fast.dtype == dtype
-    assert_low_precision_ok(fast, plain, exact, name=kind)
+    compare_low_precision(build(kind, 8, 4), torch.randn(2, 8, 6, 5), dtype, kind)
 
 
 # ---- dispatch and fallbacks ---------------------------------------------------------------------
@@ -365,30 +400,12 @@ def test_opcheck_every_op():
 
 def test_compile_fullgraph_train_step():
     """upBlock -> ResBlock -> Block3x3_relu in one graph (aot_eager): outputs, grads, running stats."""
-    model = nn.Sequential(build("up", 4, 3), build("res", 3), build("block3x3", 3, 2))
-    x = torch.randn(2, 4, 3, 5)
-    ref = copy.deepcopy(model)
-    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
-    out = compiled(x)
-    with attngan_fast.backend("reference"):
-        out_ref = ref(x)
-    grad = torch.randn_like(out)
-    out.backward(grad)
-    out_ref.backward(grad)
-    assert_close(out, out_ref)
-    for (name, p), p_ref in zip(model.named_parameters(), ref.parameters()):
-        assert_grad_close(p.grad, p_ref.grad, name=name)
-    assert_buffers_equal(dict(model.named_buffers()), dict(ref.named_buffers()))
+    compare_compiled_train_step(nn.Sequential(build("up", 4, 3), build("res", 3), build("block3x3", 3, 2)),
+                                torch.randn(2, 4, 3, 5))
 
 
 def test_compile_inductor_eval():
-    model = nn.Sequential(build("up", 4, 3), build("res", 3)).eval()
-    x = torch.randn(1, 4, 3, 3)
-    with torch.no_grad():
-        out = torch.compile(model, fullgraph=True)(x)
-        with attngan_fast.backend("reference"):
-            out_ref = model(x)
-    assert_close(out, out_ref)
+    compare_compiled_eval(nn.Sequential(build("up", 4, 3), build("res", 3)).eval(), torch.randn(1, 4, 3, 3))
 
 
 # ---- CUDA ---------------------------------------------------------------------------------------

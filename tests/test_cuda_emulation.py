@@ -26,7 +26,16 @@ from attngan_fast.ops import BatchNormArgs, down_block, res_block, up_block, ups
 from attngan_fast.ops import down_blocks as down_ops
 from tests import cuda_emu
 from tests.kernel_checks import assert_close, assert_low_precision_ok
-from tests.test_blocks import PHASE_SHAPES, bn_double, build, compare, input_like, run
+from tests.test_blocks import (
+    PHASE_SHAPES,
+    bn_double,
+    build,
+    compare,
+    compare_low_precision,
+    compare_running_stats,
+    input_like,
+    run,
+)
 from tests.test_down_blocks import KINDS as D_KINDS
 from tests.test_down_blocks import _randomize_bn as randomize_bn
 from tests.test_down_blocks import build as build_d
@@ -104,20 +113,7 @@ def test_up_block_birds_channels():
 
 @pytest.mark.parametrize("momentum", [None, 0.3])
 def test_up_block_running_stats_over_steps(momentum):
-    """Three training steps (momentum=None: the cumulative average), then eval: same stats and output."""
-    m = build("up", 4, 3)
-    m[2].momentum, m[2].eps = momentum, 1e-3
-    ref = copy.deepcopy(m)
-    for _ in range(3):
-        x = torch.randn(2, 4, 5, 3)
-        with attngan_fast.backend("fast"):
-            m(x)
-        with attngan_fast.backend("reference"):
-            ref(x)
-    assert int(m[2].num_batches_tracked) == int(ref[2].num_batches_tracked) == 3
-    assert_close(m[2].running_mean, ref[2].running_mean)
-    assert_close(m[2].running_var, ref[2].running_var)
-    compare(m.eval(), torch.randn(2, 4, 5, 3))
+    compare_running_stats(build("up", 4, 3), 2, (2, 4, 5, 3), momentum)
 
 
 def test_res_block_bn_settings():
@@ -132,15 +128,7 @@ def test_res_block_bn_settings():
 @pytest.mark.parametrize("kind", ["up", "block3x3", "res"])
 def test_blocks_low_precision(kind, dtype):
     """fp16 / bf16 storage, fp32 math in the kernels: error within 2x plain PyTorch's own."""
-    m = build(kind, 8, 4)
-    x = torch.randn(2, 8, 6, 5)
-    with torch.no_grad(), attngan_fast.backend("fast"):
-        fast = copy.deepcopy(m).to(dtype)(x.to(dtype))
-    with torch.no_grad(), attngan_fast.backend("reference"):
-        plain = copy.deepcopy(m).to(dtype)(x.to(dtype))
-        exact = copy.deepcopy(m).double()(x.double())
-    assert fast.dtype == dtype
-    assert_low_precision_ok(fast, plain, exact, name=kind)
+    compare_low_precision(build(kind, 8, 4), torch.randn(2, 8, 6, 5), dtype, kind)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -299,15 +287,7 @@ def test_d_heads_and_encoder_match_modules(training):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("kind", ["down", "first"])
 def test_down_block_low_precision(kind, dtype):
-    m = build_d(kind, 8, 6)
-    x = torch.randn(2, 8, 10, 6)
-    with torch.no_grad(), attngan_fast.backend("fast"):
-        fast = copy.deepcopy(m).to(dtype)(x.to(dtype))
-    with torch.no_grad(), attngan_fast.backend("reference"):
-        plain = copy.deepcopy(m).to(dtype)(x.to(dtype))
-        exact = copy.deepcopy(m).double()(x.double())
-    assert fast.dtype == dtype
-    assert_low_precision_ok(fast, plain, exact, name=kind)
+    compare_low_precision(build_d(kind, 8, 6), torch.randn(2, 8, 10, 6), dtype, kind)
 
 
 @pytest.mark.usefixtures("d_all_shapes")

@@ -21,8 +21,18 @@ from attngan_fast.models import D_NET256, Block3x3_leakRelu, discriminator, down
 from attngan_fast.models import blocks as model_blocks
 from attngan_fast.ops import BatchNormArgs, down_block, tiled_code_conv
 from attngan_fast.ops import down_blocks as down_ops
-from tests.kernel_checks import assert_close, assert_low_precision_ok
-from tests.test_blocks import assert_buffers_equal, assert_grad_close, compare, input_like, run
+from tests.kernel_checks import assert_close
+from tests.test_blocks import (
+    assert_buffers_equal,
+    assert_grad_close,
+    compare,
+    compare_compiled_eval,
+    compare_compiled_train_step,
+    compare_low_precision,
+    compare_running_stats,
+    input_like,
+    run,
+)
 from tests.training_helpers import make_trainer, single_thread
 
 ops = torch.ops.attngan_fast
@@ -90,20 +100,7 @@ def test_image_encoder_matches_module():
 
 @pytest.mark.parametrize("momentum", [None, 0.3])
 def test_running_stats_over_steps(momentum):
-    """Three training steps (momentum=None: the cumulative average), then eval: same stats and output."""
-    m = build("down", 4, 3)
-    m[1].momentum, m[1].eps = momentum, 1e-3
-    ref = copy.deepcopy(m)
-    for _ in range(3):
-        x = torch.randn(2, 4, 6, 4)
-        with attngan_fast.backend("fast"):
-            m(x)
-        with attngan_fast.backend("reference"):
-            ref(x)
-    assert int(m[1].num_batches_tracked) == int(ref[1].num_batches_tracked) == 3
-    assert_close(m[1].running_mean, ref[1].running_mean)
-    assert_close(m[1].running_var, ref[1].running_var)
-    compare(m.eval(), torch.randn(2, 4, 6, 4))
+    compare_running_stats(build("down", 4, 3), 1, (2, 4, 6, 4), momentum)
 
 
 def test_without_running_stats():
@@ -249,15 +246,7 @@ def test_gan_training_step_matches_between_backends(tmp_path):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("kind", ["down", "first"])
 def test_low_precision(kind, dtype):
-    m = build(kind, 8, 6)
-    x = torch.randn(2, 8, 10, 6)
-    with torch.no_grad(), attngan_fast.backend("fast"):
-        fast = copy.deepcopy(m).to(dtype)(x.to(dtype))
-    with torch.no_grad(), attngan_fast.backend("reference"):
-        plain = copy.deepcopy(m).to(dtype)(x.to(dtype))
-        exact = copy.deepcopy(m).double()(x.double())
-    assert fast.dtype == dtype
-    assert_low_precision_ok(fast, plain, exact, name=kind)
+    compare_low_precision(build(kind, 8, 6), torch.randn(2, 8, 10, 6), dtype, kind)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -413,29 +402,11 @@ def test_compile_fullgraph_train_step():
     """encode_image_by_16times -> downBlock -> Block3x3_leakRelu in one graph (aot_eager)."""
     model = nn.Sequential(encode_image_by_16times(2), build("down", 16, 8), build("block3x3", 8, 4))
     _randomize_bn(model)
-    x = torch.randn(2, 3, 64, 64)
-    ref = copy.deepcopy(model)
-    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
-    out = compiled(x)
-    with attngan_fast.backend("reference"):
-        out_ref = ref(x)
-    grad = torch.randn_like(out)
-    out.backward(grad)
-    out_ref.backward(grad)
-    assert_close(out, out_ref)
-    for (name, p), p_ref in zip(model.named_parameters(), ref.parameters()):
-        assert_grad_close(p.grad, p_ref.grad, name=name)
-    assert_buffers_equal(dict(model.named_buffers()), dict(ref.named_buffers()))
+    compare_compiled_train_step(model, torch.randn(2, 3, 64, 64))
 
 
 def test_compile_inductor_eval():
-    model = nn.Sequential(build("first", 3, 4), build("down", 4, 6)).eval()
-    x = torch.randn(1, 3, 8, 8)
-    with torch.no_grad():
-        out = torch.compile(model, fullgraph=True)(x)
-        with attngan_fast.backend("reference"):
-            out_ref = model(x)
-    assert_close(out, out_ref)
+    compare_compiled_eval(nn.Sequential(build("first", 3, 4), build("down", 4, 6)).eval(), torch.randn(1, 3, 8, 8))
 
 
 # ---- dispatch by output size, double backward -------------------------------------------------
