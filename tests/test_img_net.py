@@ -3,17 +3,15 @@
 Compared: output and the gradients of the input and the weight (NCHW and channels_last, only one of
 them wanted), float64 gradcheck and gradgradcheck, opcheck, fullgraph compile, low precision, bad input.
 """
-import copy
 
 import pytest
 import torch
 
-import attngan_fast
 from attngan_fast import reference
 from attngan_fast.models import GET_IMAGE_G
 from attngan_fast.ops import img_conv_tanh
 from tests.kernel_checks import assert_close, assert_low_precision_ok
-from tests.test_blocks import compare, input_like
+from tests.test_blocks import compare, compare_compiled_train_step, input_like
 
 ops = torch.ops.attngan_fast
 
@@ -59,17 +57,7 @@ def test_opcheck():
 
 
 def test_compile_fullgraph():
-    layer = GET_IMAGE_G(4)
-    ref = copy.deepcopy(layer)
-    x = torch.randn(2, 4, 8, 8)
-    out = torch.compile(layer, backend="aot_eager", fullgraph=True)(x)
-    with attngan_fast.backend("reference"):
-        out_ref = ref(x)
-    grad = torch.randn_like(out)
-    out.backward(grad)
-    out_ref.backward(grad)
-    assert_close(out, out_ref)
-    assert_close(layer.img[0].weight.grad, ref.img[0].weight.grad)
+    compare_compiled_train_step(GET_IMAGE_G(4), torch.randn(2, 4, 8, 8))
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
