@@ -17,6 +17,7 @@ from attngan_fast.cli import main
 from attngan_fast.losses import KL_loss, discriminator_loss, generator_loss
 from attngan_fast.models import G_NET
 from attngan_fast.training import GANTrainer, TrainOptions, collate_shards, find_latest, load_snapshot
+from attngan_fast.training.trainer import any_non_finite
 from tests.training_helpers import make_trainer, single_thread, synthetic_run_files, tiny_cfg
 
 TESTS = Path(__file__).resolve().parent
@@ -132,6 +133,34 @@ def test_adam_is_the_loop_bit_for_bit_or_fused_on_fast(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(loop, multi))
     for a, b in zip(loop, fused):
         torch.testing.assert_close(b, a, rtol=5e-7, atol=1e-9)
+
+
+def test_any_non_finite_finds_inf_and_nan_and_leaves_the_values():
+    base = [lambda: torch.randn(3, 4), lambda: torch.randn(2, 3, 4, 5).to(memory_format=torch.channels_last),
+            lambda: torch.randn(7, dtype=torch.float64), lambda: torch.randn(5).to(torch.bfloat16),
+            lambda: torch.randn(6).half(), lambda: torch.randn(4, 6)[:, ::2]]  # the last not dense
+    for i in range(len(base)):
+        for bad in (float("inf"), -float("inf"), float("nan"), None):
+            tensors = [make() for make in base]
+            if bad is not None:
+                tensors[i][(-1,) * tensors[i].dim()] = bad
+            before = [t.clone() for t in tensors]
+            found = any_non_finite(tensors)
+            assert found.dtype == torch.bool and bool(found) == (bad is not None), (i, bad)
+            assert all(torch.equal(a.nan_to_num(), b.nan_to_num()) for a, b in zip(tensors, before))
+
+
+def test_non_finite_gradients_stop_the_step(tmp_path):
+    """Finite losses, an infinite gradient: the step is not taken and the error says so."""
+    from attngan_fast.training.trainer import NonFiniteLossError
+
+    trainer = make_trainer(tmp_path)
+    weight = trainer.netG.ca_net.fc.weight
+    weight.register_hook(lambda g: torch.full_like(g, float("inf")))
+    before = weight.detach().clone()
+    with single_thread(), pytest.raises(NonFiniteLossError, match="non-finite gradients of the errG update"):
+        trainer.train_step(next(iter(trainer._loader(0))))
+    assert torch.equal(weight.detach(), before)
 
 
 def test_snapshots_logs_samples_and_original_export(tmp_path):
