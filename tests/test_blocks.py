@@ -85,7 +85,6 @@ def input_like(n, c, h, w, channels_last=False, dtype=torch.float32, device="cpu
     return x.to(memory_format=torch.channels_last) if channels_last else x
 
 
-
 def compare_low_precision(m: nn.Module, x: torch.Tensor, dtype: torch.dtype, name: str) -> None:
     """``m`` in ``dtype`` on the fast backend: forward within plain PyTorch's own error at ``dtype``."""
     with torch.no_grad(), attngan_fast.backend("fast"):

@@ -133,7 +133,7 @@ def use_fused_adam(optimizers: Sequence[torch.optim.Optimizer], fused: bool) -> 
 def any_non_finite(tensors: Sequence[Tensor]) -> Tensor:
     """Whether any element of ``tensors`` is inf or NaN, as a bool tensor, without a host sync: one
     fused pass per device and dtype (GradScaler's check, unscaling by exactly 1: the values stay
-    bit for bit; 10-15x faster on the CPU than per-tensor inf-norms)."""
+    bit for bit; 13-16x faster than per-tensor inf-norms on the demo's G and D64 gradients, CPU)."""
     groups: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
     for t in tensors:
         groups.setdefault((t.device, t.dtype), []).append(t)
