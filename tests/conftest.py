@@ -26,3 +26,11 @@ def _seed():
     """Every test starts from the same RNG state (fresh random inputs, reproducible failures)."""
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def original_files(tmp_path):
+    """Tiny files as the original AttnGAN saves them: ``tests.training_helpers.write_original_files``."""
+    from tests.training_helpers import write_original_files
+
+    return write_original_files(tmp_path)

@@ -22,7 +22,6 @@ from attngan_fast.metrics.evaluate import evaluate_generator
 from attngan_fast.sampling import Generator
 from attngan_fast.training import TrainOptions
 from tests.test_pretrain_damsm import TINY_ARGS
-from tests.test_sampling import original_files  # noqa: F401  (a fixture)
 from tests.training_helpers import single_thread
 
 # ---- counts, sizes and times -------------------------------------------------------------------
@@ -57,7 +56,7 @@ def test_edge_values_that_mean_something_are_accepted():
     assert (args.sample_every, args.workers, args.max_minutes) == (0, 0, 0.5)
 
 
-def test_library_counts_are_checked(original_files):  # noqa: F811
+def test_library_counts_are_checked(original_files):
     with pytest.raises(ValueError, match="num_images: expected >= 1, got 0"):
         evaluate_generator(None, config.load("synthetic_birds"), num_images=0)
     with pytest.raises(ValueError, match="batch_size: expected >= 1, got -3"):
@@ -101,7 +100,7 @@ def test_unexpected_errors_name_their_type(monkeypatch, capsys):
                                        "traceback)\n")
 
 
-def test_unwritable_outputs_and_a_full_disk(tmp_path, capsys, monkeypatch, original_files):  # noqa: F811
+def test_unwritable_outputs_and_a_full_disk(tmp_path, capsys, monkeypatch, original_files):
     paths = original_files[0]
     blocker = tmp_path / "a_file"
     blocker.write_text("x")

@@ -20,7 +20,6 @@ from attngan_fast.metrics.inception import InceptionV3
 from attngan_fast.models import CNN_ENCODER
 from attngan_fast.sampling import Generator
 from tests.data_fixtures import make_birds, py2_pickle
-from tests.test_sampling import original_files  # noqa: F401  (a fixture)
 from tests.training_helpers import single_thread
 
 
@@ -98,7 +97,7 @@ def test_bad_data_pickles_are_named(tmp_path, content, found):
         load_pickle(tmp_path)  # a directory
 
 
-def test_crafted_pickle_through_every_data_loader(tmp_path, original_files):  # noqa: F811
+def test_crafted_pickle_through_every_data_loader(tmp_path, original_files):
     marker = tmp_path / "ran"
     crafted_pickle(tmp_path / "evil.pickle", marker)
     with pytest.raises(FileFormatError, match="evil.pickle: refused"):
@@ -119,7 +118,7 @@ def test_crafted_pickle_through_every_data_loader(tmp_path, original_files):  # 
     assert not marker.exists()
 
 
-def test_crafted_pickle_through_every_command(tmp_path, capsys, original_files):  # noqa: F811
+def test_crafted_pickle_through_every_command(tmp_path, capsys, original_files):
     marker = tmp_path / "ran"
     evil = tmp_path / "evil.pickle"
     crafted_pickle(evil, marker)
@@ -184,7 +183,7 @@ def test_torch_file_loader_names_file_expected_and_found(tmp_path):
         load_snapshot(tmp_path / "sd.pt")
 
 
-def test_every_model_file_option_names_the_bad_file(tmp_path, capsys, original_files):  # noqa: F811
+def test_every_model_file_option_names_the_bad_file(tmp_path, capsys, original_files):
     paths = original_files[0]
     bad = _bad_files(tmp_path)
     snapshot_like = tmp_path / "snapshot_like.pt"

@@ -3,46 +3,21 @@ from __future__ import annotations
 
 import pytest
 import torch
-import yaml
 from PIL import Image
 
 import attngan_fast
 from attngan_fast.cli import main
 from attngan_fast.data.text import CaptionsPickle, Vocabulary, save_captions_pickle
-from attngan_fast.models import G_NET, RNN_ENCODER, weights_init
+from attngan_fast.models import G_NET
 from attngan_fast.sampling import Generation, Generator
-from tests.training_helpers import make_trainer, single_thread, tiny_cfg
-
-WORDS = ["a", "bird", "with", "red", "blue", "wings", "and", "belly", "white", "black"]
+from tests.training_helpers import ORIGINAL_WORDS as WORDS
+from tests.training_helpers import make_trainer, single_thread
 
 
 @pytest.fixture(autouse=True)
 def _one_thread():
     with single_thread():
         yield
-
-
-@pytest.fixture
-def original_files(tmp_path):
-    """netG_epoch_600.pth, text_encoder200.pth, captions.pickle and a config file, as the original
-    AttnGAN saved them (bare state_dicts), from freshly built models."""
-    cfg = tiny_cfg()
-    vocab = Vocabulary.from_words(WORDS)
-    torch.manual_seed(0)
-    netG = G_NET(cfg)
-    netG.apply(weights_init)
-    for m in netG.modules():  # non-trivial running statistics (eval mode uses them)
-        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-    encoder = RNN_ENCODER(vocab.n_words, cfg, ninput=12)
-    paths = {"netG": tmp_path / "netG_epoch_600.pth", "text_encoder": tmp_path / "text_encoder200.pth",
-             "captions": tmp_path / "captions.pickle", "cfg": tmp_path / "tiny.yml"}
-    torch.save(netG.state_dict(), paths["netG"])
-    torch.save(encoder.state_dict(), paths["text_encoder"])
-    save_captions_pickle(paths["captions"], CaptionsPickle([[2, 4, 6]], [[2, 5]], vocab))
-    paths["cfg"].write_text(yaml.safe_dump(cfg.to_dict()))
-    return paths, netG, encoder, cfg
 
 
 def test_generator_from_original_files(original_files):

@@ -22,7 +22,6 @@ from attngan_fast.sampling import Generator
 from attngan_fast.serving import Batcher, Engine, QueueFull, ServeOptions
 from attngan_fast.visualize import to_pil
 from tests.serve_helpers import need
-from tests.test_sampling import original_files  # noqa: F401 - the fixture
 from tests.training_helpers import single_thread
 
 
@@ -33,7 +32,7 @@ def _one_thread():
 
 
 @pytest.fixture
-def generator(original_files):  # noqa: F811
+def generator(original_files):
     paths, *_ = original_files
     return Generator.from_checkpoint(**{k: str(v) for k, v in paths.items()})
 
@@ -297,7 +296,7 @@ def test_model_info_health_openapi_and_page(generator):
             assert external not in page  # no network: inline script and style only
 
 
-def test_serve_without_the_extra_says_how_to_install(original_files, monkeypatch, capsys):  # noqa: F811
+def test_serve_without_the_extra_says_how_to_install(original_files, monkeypatch, capsys):
     paths, *_ = original_files
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # import uvicorn -> ImportError
     assert main(["serve", "--netG", str(paths["netG"]), "--text-encoder", str(paths["text_encoder"]),

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from tests.serve_helpers import IN_CI, need, serve_load
-from tests.test_sampling import original_files  # noqa: F401 - the fixture
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -56,7 +55,7 @@ def _browser(tmp_path: Path):
     return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
 
 
-def test_the_page_generates_and_shows_every_stage_and_the_attention(original_files, tmp_path, monkeypatch):  # noqa: F811
+def test_the_page_generates_and_shows_every_stage_and_the_attention(original_files, tmp_path, monkeypatch):
     need("fastapi"), need("uvicorn")
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait

@@ -3,10 +3,9 @@ clients, no errors, no lost request, and requests shared forwards."""
 from __future__ import annotations
 
 from tests.serve_helpers import need, serve_load
-from tests.test_sampling import original_files  # noqa: F401 - the fixture
 
 
-def test_concurrent_clients_are_all_answered_and_batched(original_files):  # noqa: F811
+def test_concurrent_clients_are_all_answered_and_batched(original_files):
     need("fastapi"), need("uvicorn")
     paths, *_ = original_files
     load = serve_load()

@@ -1,19 +1,26 @@
 """Tiny stand-ins for the training tests: a caption data set in the loader's item format, a small
-image encoder with DAMSM's outputs, and a tiny 2-stage configuration (64 + 128 px, attention)."""
+image encoder with DAMSM's outputs, a tiny 2-stage configuration (64 + 128 px, attention), and files
+of that configuration as the original AttnGAN saves them."""
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import yaml
 from torch.utils.data import Dataset
 
 from attngan_fast import config
 from attngan_fast.data import Sample
-from attngan_fast.models import RNN_ENCODER
+from attngan_fast.data.text import CaptionsPickle, Vocabulary, save_captions_pickle
+from attngan_fast.models import G_NET, RNN_ENCODER, weights_init
 
 N_WORDS = 12
+# the vocabulary of write_original_files' captions.pickle
+ORIGINAL_WORDS = ["a", "bird", "with", "red", "blue", "wings", "and", "belly", "white", "black"]
 
 
 @contextlib.contextmanager
@@ -144,3 +151,26 @@ def synthetic_run_files(tmp_path, **overrides):
     path = tmp_path / "tiny_birds.yml"
     path.write_text(yaml.safe_dump(cfg.to_dict()))
     return path, cfg, model / "text_encoder0.pth"
+
+
+def write_original_files(out: Path) -> tuple[dict[str, Path], Any, Any, config.Config]:
+    """netG_epoch_600.pth, text_encoder200.pth, captions.pickle and a config file in ``out``, as the
+    original AttnGAN saved them (bare state_dicts), from freshly built tiny models; returns
+    (paths by role, netG, text encoder, cfg)."""
+    cfg = tiny_cfg()
+    vocab = Vocabulary.from_words(ORIGINAL_WORDS)
+    torch.manual_seed(0)
+    netG = G_NET(cfg)
+    netG.apply(weights_init)
+    for m in netG.modules():  # non-trivial running statistics (eval mode uses them)
+        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    encoder = RNN_ENCODER(vocab.n_words, cfg, ninput=12)
+    paths = {"netG": out / "netG_epoch_600.pth", "text_encoder": out / "text_encoder200.pth",
+             "captions": out / "captions.pickle", "cfg": out / "tiny.yml"}
+    torch.save(netG.state_dict(), paths["netG"])
+    torch.save(encoder.state_dict(), paths["text_encoder"])
+    save_captions_pickle(paths["captions"], CaptionsPickle([[2, 4, 6]], [[2, 5]], vocab))
+    paths["cfg"].write_text(yaml.safe_dump(cfg.to_dict()))
+    return paths, netG, encoder, cfg
