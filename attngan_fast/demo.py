@@ -38,8 +38,8 @@ PROMPTS = (
 )
 DEFAULT_MINUTES = 15.0
 # minutes kept for the prompts and the evaluation after the GAN training (FID / KID: 0.75 more), on
-# two CPU threads (they took 1.3 min in all there); doubled on one thread
-EVAL_RESERVE_MINUTES = 0.75
+# two CPU threads (they took 1.3-1.5 min in all there: docs/demo_recipe.md); doubled on one thread
+EVAL_RESERVE_MINUTES = 0.85
 FID_RESERVE_MINUTES = 0.75
 # FID / KID of this many generated images against as many real test renders (Inception on a CPU)
 FID_IMAGES = 200

@@ -1,7 +1,7 @@
 """The discriminator blocks, reference modules vs fused ops, at the GAN training shapes.
 
 Cases: every distinct block of D_NET64 / D_NET128 / D_NET256 at bird_attn2's shapes (DF_DIM 64,
-batch 20) and D_NET64 at demo_birds' (DF_DIM 8, batch 8): "first" (encode_image_by_16times'
+batch 20) and D_NET64 at demo_birds' widths (DF_DIM 8, batch 8): "first" (encode_image_by_16times'
 conv 4x4 s2 + LeakyReLU), "down" (downBlock), "block3x3" (Block3x3_leakRelu), and "cond_head"
 (COND_DNET: jointConv on cat(h, tiled sentence code) + outlogits; fast: the tiled code's share
 as a per-position term). Groups: ``down_blocks/<data set>/<case>/<pass>/<layout>``; pass is "fwd"
