@@ -4,8 +4,8 @@ G's EMA; ``GANTrainer.train_step``) on a batch of synthetic birds, with frozen r
 Sizes (see conftest): "cpu" the demo's birds configuration (demo_birds: one 64 px stage, at batch 8,
 the demo's until 2026-12-02, now 16: the README's rows stay comparable) and with its attention stage
 (demo_birds + TREE.BRANCH_NUM 2: 64 + 128 px, GF_DIM = DF_DIM = 8, E 128, T 18) at batch 16, and
-bird_attn2 (64/128/256 px) at batch 4 with its
-Inception-v3 image encoder (random weights: the shapes and the work are the real ones);
+bird_attn2 (64/128/256 px) at batch 4 with its Inception-v3 image encoder (random weights: the
+shapes and the work are the real ones);
 "full" bird_attn2 (64/128/256 px, batch 20) and coco_attn2 (batch 14) with the small CNN image
 encoder. Implementations: reference, reference+compile, fast, fast+compile
 (``TrainOptions(compile="inductor")``: G, every D and its heads compiled, the caption length marked

@@ -30,7 +30,7 @@ def _seed():
 
 @pytest.fixture
 def original_files(tmp_path):
-    """Tiny files as the original AttnGAN saves them: ``tests.training_helpers.write_original_files``."""
-    from tests.training_helpers import write_original_files
+    """Tiny files as the original AttnGAN saves them: ``tests.training_helpers.write_tiny_original_files``."""
+    from tests.training_helpers import write_tiny_original_files
 
-    return write_original_files(tmp_path)
+    return write_tiny_original_files(tmp_path)

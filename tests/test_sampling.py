@@ -10,8 +10,7 @@ from attngan_fast.cli import main
 from attngan_fast.data.text import CaptionsPickle, Vocabulary, save_captions_pickle
 from attngan_fast.models import G_NET
 from attngan_fast.sampling import Generation, Generator
-from tests.training_helpers import ORIGINAL_WORDS as WORDS
-from tests.training_helpers import make_trainer, single_thread
+from tests.training_helpers import ORIGINAL_WORDS, make_trainer, single_thread
 
 
 @pytest.fixture(autouse=True)
@@ -64,7 +63,7 @@ def test_unknown_words(original_files):
 def test_mismatched_files_are_reported(original_files, tmp_path):
     paths, _, _, cfg = original_files
     other = tmp_path / "captions_other.pickle"
-    save_captions_pickle(other, CaptionsPickle([[1]], [[1]], Vocabulary.from_words(WORDS + ["extra"])))
+    save_captions_pickle(other, CaptionsPickle([[1]], [[1]], Vocabulary.from_words(ORIGINAL_WORDS + ["extra"])))
     with pytest.raises(ValueError, match="vocabulary of 11 words, the captions file 12"):
         Generator.from_checkpoint(netG=paths["netG"], text_encoder=paths["text_encoder"], captions=other, cfg=cfg)
     with pytest.raises(ValueError, match="does not match the config"):

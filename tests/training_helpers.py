@@ -19,7 +19,7 @@ from attngan_fast.data.text import CaptionsPickle, Vocabulary, save_captions_pic
 from attngan_fast.models import G_NET, RNN_ENCODER, weights_init
 
 N_WORDS = 12
-# the vocabulary of write_original_files' captions.pickle
+# the vocabulary of write_tiny_original_files' captions.pickle
 ORIGINAL_WORDS = ["a", "bird", "with", "red", "blue", "wings", "and", "belly", "white", "black"]
 
 
@@ -153,7 +153,7 @@ def synthetic_run_files(tmp_path, **overrides):
     return path, cfg, model / "text_encoder0.pth"
 
 
-def write_original_files(out: Path) -> tuple[dict[str, Path], Any, Any, config.Config]:
+def write_tiny_original_files(out: Path) -> tuple[dict[str, Path], Any, Any, config.Config]:
     """netG_epoch_600.pth, text_encoder200.pth, captions.pickle and a config file in ``out``, as the
     original AttnGAN saved them (bare state_dicts), from freshly built tiny models; returns
     (paths by role, netG, text encoder, cfg)."""
