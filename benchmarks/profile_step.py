@@ -32,15 +32,16 @@ PARTS = ("G", "Ds", "image encoder", "DAMSM loss", "optimizer", "rest")
 LABEL = "profile_step::"
 
 
-def make_trainer(stages: int, batch: int, out_dir: str) -> GANTrainer:
-    """demo_birds with ``stages`` stages at ``batch``, frozen random encoders (as benchmarks/test_training_step.py)."""
+def make_trainer(stages: int, batch: int, out_dir: str, encoder_amp: str | None = None) -> GANTrainer:
+    """demo_birds with ``stages`` stages at ``batch``, frozen random encoders (as benchmarks/test_training_step.py);
+    encoder_amp: ``TrainOptions.encoder_amp`` (the demo's "bf16" on a CPU with bf16 arithmetic)."""
     cfg = config.load("demo_birds", **{"TREE.BRANCH_NUM": stages, "TRAIN.BATCH_SIZE": batch,
                                        "SYNTHETIC.NUM_IMAGES": 4 * batch})
     data = SyntheticBirds.from_config(cfg, "train", seed=0)
     torch.manual_seed(0)
     text_encoder = RNN_ENCODER(data.n_words, cfg, nhidden=cfg.TEXT.EMBEDDING_DIM)
     image_encoder = SmallImageEncoder(cfg.TEXT.EMBEDDING_DIM, cfg.DAMSM.SMALL_CNN_WIDTH, cfg.DAMSM.SMALL_CNN_INPUT)
-    options = TrainOptions(out_dir=out_dir, progress=False, sample_every=0, workers=0)
+    options = TrainOptions(out_dir=out_dir, progress=False, sample_every=0, workers=0, encoder_amp=encoder_amp)
     return GANTrainer(cfg, data, text_encoder, image_encoder, options, ixtoword=data.ixtoword)
 
 
@@ -115,9 +116,9 @@ def split(prof, steps: int) -> dict[str, float]:
     return {k: v / 1e3 / steps for k, v in totals.items()} | {"step": step_us / 1e3 / steps}
 
 
-def profile(stages: int, batch: int, backend: str, steps: int) -> dict[str, float]:
+def profile(stages: int, batch: int, backend: str, steps: int, encoder_amp: str | None = None) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as out_dir:
-        trainer = make_trainer(stages, batch, out_dir)
+        trainer = make_trainer(stages, batch, out_dir, encoder_amp)
         for module in (trainer.netG,):
             _label_forward(module, "G")
         for netD in trainer.netsD:
@@ -143,6 +144,7 @@ def main() -> None:
     parser.add_argument("--backend", action="append", choices=["fast", "reference"], help="default: fast")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--encoder-amp", choices=["bf16", "fp16"], help="the frozen image encoder's precision")
     parser.add_argument("--tag", default="", help="a label for the rows (e.g. before / after)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -152,9 +154,11 @@ def main() -> None:
     print("| --- | ---: | " + " | ".join("---:" for _ in PARTS) + " |")
     for stages in args.stages or [1, 2]:
         for backend in args.backend or ["fast"]:
-            t = profile(stages, args.batch, backend, args.steps)
+            t = profile(stages, args.batch, backend, args.steps, args.encoder_amp)
             cells = " | ".join(f"{t[p]:.1f} ({100 * t[p] / t['step']:.0f}%)" for p in PARTS)
-            print(f"| {args.tag} {backend}, {stages} stage(s), B={args.batch} | {t['step']:.1f} | {cells} |", flush=True)
+            amp = f", encoder {args.encoder_amp}" if args.encoder_amp else ""
+            print(f"| {args.tag} {backend}, {stages} stage(s), B={args.batch}{amp} | {t['step']:.1f} | {cells} |",
+                  flush=True)
 
 
 if __name__ == "__main__":

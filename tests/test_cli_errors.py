@@ -52,8 +52,8 @@ def test_bad_option_values_are_usage_errors(command, option, value, want, capsys
 
 def test_edge_values_that_mean_something_are_accepted():
     args = build_parser().parse_args(["train", "--out", "x", "--sample-every", "0", "--workers", "0",
-                                      "--max-minutes", "0.5"])
-    assert (args.sample_every, args.workers, args.max_minutes) == (0, 0, 0.5)
+                                      "--max-minutes", "0.5", "--encoder-amp", "bf16"])
+    assert (args.sample_every, args.workers, args.max_minutes, args.encoder_amp) == (0, 0, 0.5, "bf16")
 
 
 def test_library_counts_are_checked(original_files):

@@ -1,6 +1,8 @@
 """The frozen image encoder with BatchNorm folded into its convolutions vs the unfolded module."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn as nn
@@ -79,6 +81,33 @@ def test_frozen_encoder_follows_the_backend_and_stays_in_eval():
         fast = frozen(x)
     for a, b in zip(fast, exact):
         assert_rel_close(a, b, 1e-4)
+
+
+@pytest.mark.parametrize("backend", ["fast", "reference"])
+def test_frozen_encoder_in_bf16_has_float32_outputs_within_bf16_error(backend):
+    """dtype=bf16: the folded copy cast once (fast; channels_last on a CPU) or autocast (reference);
+    outputs and the input's gradient float32 and contiguous, as far from float32 as plain PyTorch's
+    bf16 module is (the input gradient through six convolutions: ~17% of its largest value)."""
+    encoder = randomize_bn(SmallImageEncoder(16, width=8, input_size=32))
+    frozen = FrozenImageEncoder(encoder, torch.bfloat16)
+    assert all(p.dtype == torch.bfloat16 for p in frozen.folded.parameters())
+    assert all(p.dtype == torch.float32 for p in frozen.encoder.parameters())
+    x = torch.randn(3, 3, 32, 32)
+    with attngan_fast.backend(backend):
+        low = forward_and_input_grad(frozen, x)
+    exact = forward_and_input_grad(encoder, x)
+    plain = forward_and_input_grad(copy.deepcopy(encoder).to(torch.bfloat16), x.to(torch.bfloat16))
+    for a, b, p in zip(low, exact, plain):
+        assert a.dtype == torch.float32 and a.is_contiguous()
+        plain_error = (p.float() - b).abs().max().item()
+        assert (a - b).abs().max().item() <= 2 * plain_error + 1e-3 * b.abs().max().item()
+
+
+def test_fast_frozen_encoder_returns_contiguous_outputs_in_the_input_dtype():
+    encoder = randomize_bn(SmallImageEncoder(16, width=8, input_size=32)).double()
+    with attngan_fast.backend("fast"):
+        regions, code = FrozenImageEncoder(encoder)(torch.randn(2, 3, 32, 32, dtype=torch.float64))
+    assert regions.dtype == code.dtype == torch.float64 and regions.is_contiguous()
 
 
 def test_fold_needs_running_stats():

@@ -307,6 +307,18 @@ def test_mixed_precision_steps(tmp_path, amp):
     assert all(p.dtype == torch.float32 for p in trainer.netG.parameters())
 
 
+def test_encoder_amp_step_is_close_to_the_float32_step(tmp_path):
+    """The image encoder alone in bf16: the G step's losses within bf16's error of the float32 step's."""
+    plain = make_trainer(tmp_path / "p")
+    low = make_trainer(tmp_path / "b", encoder_amp="bf16")
+    batch = first_batch(plain)
+    a, b = plain.train_step(batch), low.train_step(batch)
+    for k in ("w_loss", "s_loss", "errG"):
+        torch.testing.assert_close(a[k], b[k], rtol=3e-2, atol=1e-2)
+    assert all(p.dtype == torch.float32 for p in low.netG.parameters())
+    assert low.image_encoder.training is False and next(low.image_encoder.parameters()).dtype == torch.float32
+
+
 def test_channels_last_and_compile_match_the_plain_step(tmp_path):
     plain = make_trainer(tmp_path / "p")
     fancy = make_trainer(tmp_path / "f", channels_last=True, compile="eager")
@@ -322,6 +334,10 @@ def test_channels_last_and_compile_match_the_plain_step(tmp_path):
 def test_bad_options_and_data(tmp_path):
     with pytest.raises(ValueError, match="amp"):
         TrainOptions(out_dir=str(tmp_path), amp="fp8")
+    with pytest.raises(ValueError, match="encoder_amp"):
+        TrainOptions(out_dir=str(tmp_path), encoder_amp="int8")
+    with pytest.raises(ValueError, match="encoder_amp: expected None or amp's 'bf16'"):
+        TrainOptions(out_dir=str(tmp_path), amp="bf16", encoder_amp="fp16")
     with pytest.raises(ValueError, match="accum_steps"):
         TrainOptions(out_dir=str(tmp_path), accum_steps=0)
     trainer = make_trainer(tmp_path, n=2)

@@ -35,7 +35,7 @@ from .common import (
 )
 
 # the options a command line can give; a resumed run takes the others (and these unless given) from its snapshot
-_OPTION_ARGS = ("seed", "device", "amp", "channels_last", "compile", "accum_steps", "sync_bn", "max_epochs",
+_OPTION_ARGS = ("seed", "device", "amp", "encoder_amp", "channels_last", "compile", "accum_steps", "sync_bn", "max_epochs",
                 "max_minutes", "snapshot_every", "sample_every", "log_every", "workers", "on_nan", "eval_every",
                 "eval_images")
 
@@ -58,6 +58,8 @@ def add_parser(subparsers: Any) -> None:
     add_device_argument(p)
     add_backend_argument(p)
     p.add_argument("--amp", choices=tuple(AMP_DTYPES), default=None, help="mixed precision (fp16 with a GradScaler)")
+    p.add_argument("--encoder-amp", choices=tuple(AMP_DTYPES), default=None,
+                   help="the frozen DAMSM image encoder of the G step alone in this precision (default: --amp's)")
     p.add_argument("--channels-last", action="store_true", default=None, help="channels_last memory format")
     p.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
                    help="torch.compile G and the Ds (default backend: inductor)")

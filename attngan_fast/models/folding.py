@@ -8,11 +8,17 @@ mode: each BatchNorm is a fixed per-channel affine map, so ``BN(conv(x)) = conv'
 computed in float64 and rounded once to the weights' dtype. The forward then skips every BatchNorm
 pass and the backward every BatchNorm backward; only the input gradient is computed (the folded copy's
 parameters do not require grad). Equal to the unfolded encoder up to float rounding (tested: float64
-1e-10 relative, float32 1e-4 relative to the output's scale).
+1e-10 relative, float32 1e-4 relative to the output's scale). On a CPU the folded copy runs in
+channels_last (oneDNN's preferred layout; its outputs are returned contiguous).
+
+:class:`FrozenImageEncoder` can also run in a lower precision (``dtype``: the demo's bfloat16, where
+this CPU's AMX takes the encoder's convolutions): the folded copy is cast once, its outputs and the
+input's gradient are float32; on the reference backend the unfolded encoder runs under autocast.
 """
 from __future__ import annotations
 
 import copy
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -65,19 +71,37 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
 
 class FrozenImageEncoder(nn.Module):
     """A frozen image encoder for the G step: the folded copy (:func:`fold_batchnorm`) on the "fast"
-    backend, the encoder itself on "reference". x: (B, 3, S, S) -> (regions (B, E, h, w), code (B, E)).
+    backend, the encoder itself on "reference". x: (B, 3, S, S) -> (regions (B, E, h, w), code (B, E)),
+    contiguous, float32 when ``dtype`` is set (else the encoder's dtype).
 
+    dtype: None (the encoder's own) or a lower precision (``torch.bfloat16`` / ``torch.float16``) for
+    the encoder's arithmetic: the folded copy cast to it once ("fast"), autocast ("reference").
     The copy is made once, from the encoder's current weights: load weights before wrapping.
     """
 
-    def __init__(self, encoder: nn.Module) -> None:
+    def __init__(self, encoder: nn.Module, dtype: Optional[torch.dtype] = None) -> None:
         super().__init__()
         self.encoder = encoder.eval().requires_grad_(False)
         self.folded = fold_batchnorm(encoder)
+        self.dtype = dtype
+        if dtype is not None:
+            self.folded.to(dtype)
 
     def train(self, mode: bool = True) -> "FrozenImageEncoder":
         """Stays in eval mode (the folding holds for the running statistics only)."""
         return super().train(False)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return (self.folded if get_backend() == "fast" else self.encoder)(x)
+        if get_backend() != "fast":
+            if self.dtype is None:
+                return self.encoder(x)
+            with torch.autocast(x.device.type, dtype=self.dtype):
+                regions, code = self.encoder(x)
+            return regions.float(), code.float()
+        if self.dtype is not None:
+            x = x.to(self.dtype)
+        if x.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        regions, code = self.folded(x)
+        out = regions.dtype if self.dtype is None else torch.float32
+        return regions.to(out, memory_format=torch.contiguous_format), code.to(out)

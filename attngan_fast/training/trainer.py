@@ -237,12 +237,14 @@ class GANTrainer:
                 for head in (netD.COND_DNET, netD.UNCOND_DNET):
                     if head is not None:
                         head.compile(backend=opts.compile)
-        image_encoder: nn.Module = FrozenImageEncoder(self.image_encoder)  # BatchNorm folded on "fast"
+        # BatchNorm folded on "fast"; float32 outputs in its own precision (encoder_amp, else amp's)
+        encoder_amp = opts.encoder_amp or opts.amp
+        image_encoder: nn.Module = FrozenImageEncoder(self.image_encoder,
+                                                      AMP_DTYPES[encoder_amp] if encoder_amp else None)
         if opts.amp:
             dtype = AMP_DTYPES[opts.amp]
             netG = FloatOutputs(netG, self.device.type, dtype)
             netsD = [FloatOutputs(d, self.device.type, dtype) for d in netsD]
-            image_encoder = FloatOutputs(image_encoder, self.device.type, dtype)
         netsD = [FiniteHeads(d) for d in netsD]
         self._guards = netsD
         d_losses = [DiscriminatorLoss(d) for d in netsD]
