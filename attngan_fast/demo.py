@@ -154,7 +154,8 @@ def _interrupted(run: dict[str, Any], what: str, log: Callable[[str], None]) -> 
 
 def encoder_amp() -> Optional[str]:
     """"bf16" where the CPU has bfloat16 arithmetic (AVX512-BF16 or AMX: the frozen image encoder of
-    the G step then runs in it, the 64 px step ~1.1x faster), else None (emulated bf16 is slower)."""
+    the G step then runs in it: ~1.2x the 64 px stage's images/s here), else None (emulated bf16 is
+    slower)."""
     native = (getattr(torch.cpu, name, lambda: False)() for name in ("_is_avx512_bf16_supported",
                                                                        "_is_amx_tile_supported"))
     return "bf16" if any(native) else None

@@ -35,9 +35,9 @@ from .common import (
 )
 
 # the options a command line can give; a resumed run takes the others (and these unless given) from its snapshot
-_OPTION_ARGS = ("seed", "device", "amp", "encoder_amp", "channels_last", "compile", "accum_steps", "sync_bn", "max_epochs",
-                "max_minutes", "snapshot_every", "sample_every", "log_every", "workers", "on_nan", "eval_every",
-                "eval_images")
+_OPTION_ARGS = ("seed", "device", "amp", "encoder_amp", "channels_last", "compile", "accum_steps", "sync_bn",
+                "max_epochs", "max_minutes", "snapshot_every", "sample_every", "log_every", "workers", "on_nan",
+                "eval_every", "eval_images")
 
 
 def add_parser(subparsers: Any) -> None:
