@@ -92,23 +92,24 @@ def run_demo(
     metrics, note = default_metrics(gan_cfg)
     if note:
         log(f"[demo] {note}")
+    amp = encoder_amp()
     reserve = (EVAL_RESERVE_MINUTES + (FID_RESERVE_MINUTES if "fid" in metrics else 0.0)) * max(
         1.0, 2.0 / torch.get_num_threads())
     left = minutes - (time.monotonic() - start) / 60.0 - reserve
     log(f"[demo] 2/4 AttnGAN training for {max(left, 0.0):.1f} min: the 64 px stage alone, then both stages"
-        f"{' (image encoder in bf16)' if encoder_amp() else ''}")
+        f"{f' (image encoder in {amp})' if amp else ''}")
     grow_from = None
     if gan_cfg.TREE.BRANCH_NUM > 1:
         stage1 = train_gan(config.load("demo_birds", **{**(gan_overrides or {}), "TRAIN.NET_E": str(net_e),
                                                         "TREE.BRANCH_NUM": 1}),
-                           _gan_options(out / "gan_64px", seed, STAGE1_SHARE * left, progress), overwrite=True)
+                           _gan_options(out / "gan_64px", seed, STAGE1_SHARE * left, progress, amp), overwrite=True)
         if stage1["interrupted"]:
             return _interrupted(stage1, "the 64 px stage", log)
         grow_from = stage1["snapshot"]
         timings["gan_64px_s"] = time.monotonic() - start - timings["damsm_s"]
         left = minutes - (time.monotonic() - start) / 60.0 - reserve
         log(f"[demo] 2/4 both stages (grown from {grow_from}) for {max(left, 0.0):.1f} min")
-    gan = train_gan(gan_cfg, _gan_options(out / "gan", seed, left, progress), grow_from=grow_from, overwrite=True)
+    gan = train_gan(gan_cfg, _gan_options(out / "gan", seed, left, progress, amp), grow_from=grow_from, overwrite=True)
     if gan["interrupted"]:
         return _interrupted(gan, "the GAN training", log)
     timings["gan_s"] = time.monotonic() - start - timings["damsm_s"]
@@ -128,7 +129,7 @@ def run_demo(
     atomic_write_json(out / "evaluation.json", evaluation)
     timings["total_s"] = time.monotonic() - start
     summary = {
-        "minutes_budget": minutes, "seconds": timings["total_s"], "timings": timings, "encoder_amp": encoder_amp(),
+        "minutes_budget": minutes, "seconds": timings["total_s"], "timings": timings, "encoder_amp": amp,
         "damsm_r_precision_real_images": damsm.get("r_precision"),
         "gan": {"epochs": gan["epochs"], "steps": gan["steps"], "snapshot": gan["snapshot"]},
         **({"gan_64px": {"epochs": stage1["epochs"], "steps": stage1["steps"], "snapshot": stage1["snapshot"]}}
@@ -161,10 +162,10 @@ def encoder_amp() -> Optional[str]:
     return "bf16" if any(native) else None
 
 
-def _gan_options(out: Path, seed: int, minutes: float, progress: bool) -> Any:
+def _gan_options(out: Path, seed: int, minutes: float, progress: bool, amp: Optional[str]) -> Any:
     """The demo's training options: EMA 0.99 (a short run), samples every 200 steps, the image encoder
-    in bf16 where the CPU has it (:func:`encoder_amp`)."""
+    in ``amp`` (:func:`encoder_amp`)."""
     from .training import TrainOptions
 
     return TrainOptions(out_dir=str(out), seed=seed + 2, device="cpu", max_minutes=max(minutes, 0.05), ema_decay=0.99,
-                        encoder_amp=encoder_amp(), sample_every=200, log_every=20, progress=progress)
+                        encoder_amp=amp, sample_every=200, log_every=20, progress=progress)

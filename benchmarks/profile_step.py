@@ -27,6 +27,7 @@ from attngan_fast.data import SyntheticBirds
 from attngan_fast.models import RNN_ENCODER
 from attngan_fast.models.small_cnn import SmallImageEncoder
 from attngan_fast.training import GANTrainer, TrainOptions
+from attngan_fast.training.options import AMP_DTYPES
 
 PARTS = ("G", "Ds", "image encoder", "DAMSM loss", "optimizer", "rest")
 LABEL = "profile_step::"
@@ -144,7 +145,7 @@ def main() -> None:
     parser.add_argument("--backend", action="append", choices=["fast", "reference"], help="default: fast")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--encoder-amp", choices=["bf16", "fp16"], help="the frozen image encoder's precision")
+    parser.add_argument("--encoder-amp", choices=tuple(AMP_DTYPES), help="the frozen image encoder's precision")
     parser.add_argument("--tag", default="", help="a label for the rows (e.g. before / after)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
