@@ -9,9 +9,10 @@ from ._extension import extension_info
 from ._version import __version__
 from .accelerate import AccelerationReport, accelerate, accelerate_losses
 from .backend import backend, get_backend, set_backend
+from .cpu_memory import retain_freed_memory
 
 __all__ = ["AccelerationReport", "Generator", "__version__", "accelerate", "accelerate_losses", "backend", "config",
-           "extension_info", "get_backend", "ops", "set_backend"]
+           "extension_info", "get_backend", "ops", "retain_freed_memory", "set_backend"]
 
 
 def __getattr__(name: str):

@@ -28,6 +28,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from . import config
+from .cpu_memory import retain_freed_memory
 from .io import atomic_write_json
 
 __all__ = ["PROMPTS", "DEFAULT_MINUTES", "run_demo"]
@@ -80,6 +81,7 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     if threads:
         torch.set_num_threads(threads)
+    retain_freed_memory()
     timings: dict[str, float] = {}
 
     log(f"[demo] 1/4 DAMSM pre-training on synthetic birds (budget {minutes:.1f} min in all)")

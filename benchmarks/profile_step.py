@@ -146,9 +146,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--encoder-amp", choices=tuple(AMP_DTYPES), help="the frozen image encoder's precision")
+    parser.add_argument("--retain-freed-memory", action="store_true",
+                        help="attngan_fast.retain_freed_memory() first, as the CLI's training commands and the demo do")
     parser.add_argument("--tag", default="", help="a label for the rows (e.g. before / after)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.retain_freed_memory:
+        attngan_fast.retain_freed_memory()
     _label_damsm()
     print(f"attngan_fast from {attngan_fast.__file__}, {args.threads} thread(s), {args.steps} steps")
     print("| run | step (ms) | " + " | ".join(PARTS) + " |")
@@ -157,7 +161,8 @@ def main() -> None:
         for backend in args.backend or ["fast"]:
             t = profile(stages, args.batch, backend, args.steps, args.encoder_amp)
             cells = " | ".join(f"{t[p]:.1f} ({100 * t[p] / t['step']:.0f}%)" for p in PARTS)
-            amp = f", encoder {args.encoder_amp}" if args.encoder_amp else ""
+            amp = (f", encoder {args.encoder_amp}" if args.encoder_amp else "") + (
+                ", freed memory retained" if args.retain_freed_memory else "")
             print(f"| {args.tag} {backend}, {stages} stage(s), B={args.batch}{amp} | {t['step']:.1f} | {cells} |",
                   flush=True)
 

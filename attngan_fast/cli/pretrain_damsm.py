@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..cpu_memory import retain_freed_memory
 from ..training.damsm import STATE_FILE, pretrain_damsm, saved_config
 from .common import (
     UsageError,
@@ -40,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("pretrain-damsm needs --cfg (or --resume)")
     cfg = config_from_args(args) if args.cfg else None
     threads = set_threads(args.threads)
+    retain_freed_memory()
     out = args.out
     if out is None and args.resume:
         pattern = f"{cfg.DATASET_NAME}_{cfg.CONFIG_NAME or 'DAMSM'}_*" if cfg else "*"
