@@ -22,7 +22,7 @@ ROOT = "attngan_fast"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("reference", ("attngan_fast.reference",)),
     ("base", ("attngan_fast._version", "attngan_fast._extension", "attngan_fast.backend", "attngan_fast.checkpoint",
-              "attngan_fast.config", "attngan_fast.io", "attngan_fast.kernels")),
+              "attngan_fast.config", "attngan_fast.cpu_memory", "attngan_fast.io", "attngan_fast.kernels")),
     ("ops", ("attngan_fast.ops",)),
     ("models", ("attngan_fast.models",)),
     ("losses", ("attngan_fast.losses",)),
