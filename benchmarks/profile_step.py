@@ -161,9 +161,9 @@ def main() -> None:
         for backend in args.backend or ["fast"]:
             t = profile(stages, args.batch, backend, args.steps, args.encoder_amp)
             cells = " | ".join(f"{t[p]:.1f} ({100 * t[p] / t['step']:.0f}%)" for p in PARTS)
-            amp = (f", encoder {args.encoder_amp}" if args.encoder_amp else "") + (
+            settings = (f", encoder {args.encoder_amp}" if args.encoder_amp else "") + (
                 ", freed memory retained" if args.retain_freed_memory else "")
-            print(f"| {args.tag} {backend}, {stages} stage(s), B={args.batch}{amp} | {t['step']:.1f} | {cells} |",
+            print(f"| {args.tag} {backend}, {stages} stage(s), B={args.batch}{settings} | {t['step']:.1f} | {cells} |",
                   flush=True)
 
 
