@@ -1,7 +1,8 @@
 """The generator blocks, reference modules vs fused ops, at the GAN training shapes.
 
-Sizes (see conftest): "cpu" birds (bird_attn2: GF_DIM 32, batch 20); "full" birds and COCO
-(coco_attn2: GF_DIM 48, batch 14). Groups: ``blocks/<data set>/<block>/<pass>/<layout>``; pass
+Sizes (see conftest): "cpu" birds (bird_attn2: GF_DIM 32, batch 20) and the demo's (demo_birds:
+GF_DIM 8, batch 16: 8-16 channels per pixel, where the CPU epilogues unroll their channel loops);
+"full" birds and COCO (coco_attn2: GF_DIM 48, batch 14). Groups: ``blocks/<data set>/<block>/<pass>/<layout>``; pass
 is "fwd" (eval mode, no grad: sampling) or "fwd+bwd" (train mode, backward of a fixed random
 gradient into the input and every parameter). extra_info records the multiply-adds of the reference and of the fast
 path's convolutions (``macs_reference``,
@@ -20,7 +21,7 @@ from attngan_fast import config
 from attngan_fast.models import ResBlock, upBlock
 from benchmarks.common import DEVICE, FULL, IMPLS, record
 
-DATASETS = {"birds": "bird_attn2", **({"coco": "coco_attn2"} if FULL else {})}
+DATASETS = {"birds": "bird_attn2", "demo": "demo_birds", **({"coco": "coco_attn2"} if FULL else {})}
 
 
 def dataset_cases(dataset: str) -> dict[str, tuple[str, int, int, int, int]]:

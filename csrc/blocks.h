@@ -64,10 +64,16 @@ enum class Epilogue {
 // (r % S, u % S) at conv position (r / S + pad * a, u / S + pad * b).
 struct PhaseLayout {
   int64_t S, pad, sN, sH, sW, sPh;  // strides of image, row, column, phase
-  BLOCKS_HOST_DEVICE int64_t offset(int64_t n, int64_t r, int64_t u) const {
-    const int64_t a = r % S, b = u % S;
-    return n * sN + (r / S + pad * a) * sH + (u / S + pad * b) * sW + (a * S + b) * sPh;
+  // offset(n, r, u) = row_offset(n, r) + col_offset(u) (the CPU kernels keep the column parts of a map)
+  BLOCKS_HOST_DEVICE int64_t row_offset(int64_t n, int64_t r) const {
+    const int64_t a = r % S;
+    return n * sN + (r / S + pad * a) * sH + a * S * sPh;
   }
+  BLOCKS_HOST_DEVICE int64_t col_offset(int64_t u) const {
+    const int64_t b = u % S;
+    return (u / S + pad * b) * sW + b * sPh;
+  }
+  BLOCKS_HOST_DEVICE int64_t offset(int64_t n, int64_t r, int64_t u) const { return row_offset(n, r) + col_offset(u); }
 };
 
 // The phase GEMMs beat oneDNN's 2x2 convolution up to 8x8 maps (measured on the CPU).

@@ -185,6 +185,18 @@ def test_up_block_matches_module(kind, training, channels_last, shape):
     compare(m, input_like(n, ci, h, w, channels_last))
 
 
+@pytest.mark.parametrize("kind", ["up", "block3x3", "res"])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("channels", [8, 16, 32])
+def test_blocks_unrolled_channel_counts(kind, training, channels_last, channels):
+    """The per-pixel channel counts the CPU kernels unroll (csrc/cpu/blocks.cpp with_channel_count),
+    on maps above the phase GEMMs' 8x8 (one conv, padded phase layout)."""
+    ci = channels if kind == "res" else 3
+    m = build("res", channels) if kind == "res" else build(kind, ci, channels)
+    compare(m.train(training), input_like(2, ci, 9, 10, channels_last))
+
+
 def test_up_block_birds_channels():
     """INIT_STAGE_G's first upBlock: 512 -> 256 (conv 512 -> 512) at 4x4."""
     compare(build("up", 512, 256), input_like(2, 512, 4, 4))
