@@ -1,7 +1,7 @@
 """The generator blocks, reference modules vs fused ops, at the GAN training shapes.
 
 Sizes (see conftest): "cpu" birds (bird_attn2: GF_DIM 32, batch 20) and the demo's (demo_birds:
-GF_DIM 8, batch 16: 8-16 channels per pixel, where the CPU epilogues unroll their channel loops);
+GF_DIM 8, batch 16: 8-64 channels per pixel; the CPU epilogues unroll their loops at 8, 16 and 32);
 "full" birds and COCO (coco_attn2: GF_DIM 48, batch 14). Groups: ``blocks/<data set>/<block>/<pass>/<layout>``; pass
 is "fwd" (eval mode, no grad: sampling) or "fwd+bwd" (train mode, backward of a fixed random
 gradient into the input and every parameter). extra_info records the multiply-adds of the reference and of the fast
