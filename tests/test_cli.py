@@ -25,6 +25,22 @@ def test_no_command_is_an_error(capsys):
     assert "COMMAND" in capsys.readouterr().err
 
 
+def test_set_up_cpu_sets_threads_and_keeps_freed_memory(monkeypatch):
+    """Every computing command's first step: the threads, then glibc's thresholds."""
+    import torch
+
+    from attngan_fast.cli import common
+
+    calls = []
+    monkeypatch.setattr(common, "retain_freed_memory", lambda: calls.append("retain") or True)
+    before = torch.get_num_threads()
+    try:
+        assert common.set_up_cpu(1) == 1 and torch.get_num_threads() == 1
+        assert calls == ["retain"]
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_set_threads(monkeypatch):
     import torch
 

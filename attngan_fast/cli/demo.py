@@ -7,7 +7,7 @@ from typing import Any
 
 from ..demo import DEFAULT_MINUTES, PROMPTS, run_demo
 from ..training.stop import exit_code
-from .common import add_progress_argument, add_threads_argument, number, set_threads
+from .common import add_progress_argument, add_threads_argument, number, set_up_cpu
 
 
 def add_parser(subparsers: Any) -> None:
@@ -27,6 +27,6 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """0 when done; 128 + the signal's number when SIGINT / SIGTERM stopped it (130, 143)."""
-    summary = run_demo(args.out, args.minutes, seed=args.seed, threads=set_threads(args.threads),
+    summary = run_demo(args.out, args.minutes, seed=args.seed, threads=set_up_cpu(args.threads),
                        progress=args.progress)
     return exit_code(signal.Signals[summary["interrupted"]]) if "interrupted" in summary else 0

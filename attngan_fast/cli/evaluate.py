@@ -17,7 +17,7 @@ from .common import (
     add_threads_argument,
     device_from_args,
     positive_int,
-    set_threads,
+    set_up_cpu,
 )
 
 
@@ -59,7 +59,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    set_threads(args.threads)
+    set_up_cpu(args.threads)
     device = device_from_args(args)
     generator = Generator.from_checkpoint(args.checkpoint, netG=args.netG, text_encoder=args.text_encoder,
                                           captions=args.captions, cfg=args.cfg, device=device)

@@ -17,7 +17,7 @@ from .common import (
     number,
     overrides_from_args,
     positive_int,
-    set_threads,
+    set_up_cpu,
 )
 
 
@@ -47,7 +47,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    set_threads(args.threads)
+    set_up_cpu(args.threads)
     device = device_from_args(args)
     start = time.perf_counter()
     extractor = build_extractor(args.fid_protocol, resize=args.resize, inception_weights=args.inception_weights,

@@ -15,7 +15,7 @@ from .common import (
     add_threads_argument,
     generator_from_args,
     positive_int,
-    set_threads,
+    set_up_cpu,
 )
 
 
@@ -43,7 +43,7 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     set_backend(args.backend)
-    set_threads(args.threads)
+    set_up_cpu(args.threads)
     texts = list(args.texts)
     if args.file:
         try:

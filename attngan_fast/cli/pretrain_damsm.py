@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..cpu_memory import retain_freed_memory
 from ..training.damsm import STATE_FILE, pretrain_damsm, saved_config
 from .common import (
     UsageError,
@@ -15,7 +14,7 @@ from .common import (
     add_progress_argument,
     add_threads_argument,
     config_from_args,
-    set_threads,
+    set_up_cpu,
 )
 
 
@@ -40,8 +39,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.resume and not args.cfg:
         raise UsageError("pretrain-damsm needs --cfg (or --resume)")
     cfg = config_from_args(args) if args.cfg else None
-    threads = set_threads(args.threads)
-    retain_freed_memory()
+    threads = set_up_cpu(args.threads)
     out = args.out
     if out is None and args.resume:
         pattern = f"{cfg.DATASET_NAME}_{cfg.CONFIG_NAME or 'DAMSM'}_*" if cfg else "*"

@@ -11,7 +11,7 @@ from .common import (
     add_generator_arguments,
     add_threads_argument,
     generator_from_args,
-    set_threads,
+    set_up_cpu,
 )
 
 
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from ..serving.app import create_app
 
     set_backend(args.backend)
-    set_threads(args.threads)
+    set_up_cpu(args.threads)
     generator = generator_from_args(args)
     app = create_app(generator, options)
     print(f"serving on http://{args.host}:{args.port}/ (API: /api/v1, OpenAPI: /openapi.json)", flush=True)

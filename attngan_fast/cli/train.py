@@ -15,7 +15,6 @@ from typing import Any
 from ..backend import set_backend
 from ..checkpoint import find_latest, load_snapshot
 from ..config import from_dict
-from ..cpu_memory import retain_freed_memory
 from ..training.distributed import gather_objects, init_distributed
 from ..training.options import AMP_DTYPES, TrainOptions
 from ..training.stop import exit_code
@@ -32,7 +31,7 @@ from .common import (
     nonnegative_int,
     number,
     positive_int,
-    set_threads,
+    set_up_cpu,
 )
 
 # the options a command line can give; a resumed run takes the others (and these unless given) from its snapshot
@@ -89,8 +88,7 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     set_backend(args.backend)
-    set_threads(args.threads)
-    retain_freed_memory()
+    set_up_cpu(args.threads)
     given = {name: getattr(args, name) for name in _OPTION_ARGS if getattr(args, name) is not None}
     if args.overwrite and args.resume is not None:
         raise UsageError("--overwrite: cannot be combined with --resume (it would delete the run to resume)")
