@@ -134,6 +134,11 @@ const T* ptr(const at::Tensor& t) {
   return t.defined() ? t.const_data_ptr<T>() : nullptr;
 }
 
+// The channels of an epilogue's per-pixel loop: the GLU's output half of the conv's, else all.
+int64_t epilogue_channels(Epilogue mode, const PhaseGeom& g) {
+  return mode == Epilogue::kGlu ? g.Co / 2 : g.Co;
+}
+
 // PhaseLayout::col_offset(u) for u < Wo, computed once per map (no integer division per pixel).
 std::vector<int64_t> column_offsets(const PhaseLayout& L, int64_t Wo) {
   std::vector<int64_t> cols(static_cast<size_t>(Wo));
@@ -434,9 +439,9 @@ void forward_kernel(const at::Tensor& y_t, const PhaseGeom& g, const at::Tensor&
   const T* y = y_t.const_data_ptr<T>();
   const acc_t* scale = ptr<acc_t>(scale_t);
   const acc_t* shift = ptr<acc_t>(shift_t);
-  const int64_t Co = g.Co, Ho = g.Hout(), Wo = g.Wout();
+  const int64_t Ho = g.Hout(), Wo = g.Wout();
   const PhaseLayout L = g.layout();
-  const int64_t Cout = mode == Epilogue::kGlu ? Co / 2 : Co;
+  const int64_t Cout = epilogue_channels(mode, g);
   const CallerRows<T> out(out_t, Cout, Ho, Wo);
   const CallerRows<T> res(residual_t, Cout, Ho, Wo);
   const std::vector<int64_t> cols = column_offsets(L, Wo);
@@ -469,7 +474,7 @@ void reduce_kernel(const at::Tensor& grad_t, const at::Tensor& y_t, const PhaseG
   const acc_t* center = center_t.const_data_ptr<acc_t>();
   const int64_t Co = g.Co, Ho = g.Hout(), Wo = g.Wout();
   const PhaseLayout L = g.layout();
-  const int64_t Cg = mode == Epilogue::kGlu ? Co / 2 : Co;
+  const int64_t Cg = epilogue_channels(mode, g);
   const CallerRows<T> grad(grad_t, Cg, Ho, Wo);
   const std::vector<int64_t> cols = column_offsets(L, Wo);
   ThreadSums sums(Co, 2);
@@ -531,9 +536,9 @@ void apply_kernel(const at::Tensor& grad_t, const at::Tensor& y_t, const PhaseGe
   const acc_t* B = ptr<acc_t>(B_t);
   const acc_t* D = ptr<acc_t>(D_t);
   T* gy = grad_y_t.mutable_data_ptr<T>();
-  const int64_t Co = g.Co, Ho = g.Hout(), Wo = g.Wout();
+  const int64_t Ho = g.Hout(), Wo = g.Wout();
   const PhaseLayout L = g.layout();
-  const int64_t Cg = mode == Epilogue::kGlu ? Co / 2 : Co;
+  const int64_t Cg = epilogue_channels(mode, g);
   const CallerRows<T> grad(grad_t, Cg, Ho, Wo);
   const std::vector<int64_t> cols = column_offsets(L, Wo);
   const int64_t C = CT ? CT : Cg;
@@ -553,11 +558,6 @@ void apply_kernel(const at::Tensor& grad_t, const at::Tensor& y_t, const PhaseGe
 }
 
 // ---- the Kernels interface of blocks.h -------------------------------------------------------
-
-// The channels of an epilogue's per-pixel loop: the GLU's output half of the conv's, else all.
-int64_t epilogue_channels(Epilogue mode, const PhaseGeom& g) {
-  return mode == Epilogue::kGlu ? g.Co / 2 : g.Co;
-}
 
 at::Tensor dense_vec(const at::Tensor& t) {
   return t.defined() ? t.contiguous() : t;
