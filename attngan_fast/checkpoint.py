@@ -31,6 +31,7 @@ False, 0 when missing).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import re
@@ -52,6 +53,7 @@ __all__ = [
     "load_snapshot",
     "export_original_netG",
     "seed_everything",
+    "stream_seed",
 ]
 
 FORMAT = "attngan_fast.gan_snapshot"
@@ -134,3 +136,12 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def stream_seed(seed: int, stream: str) -> int:
+    """The 63-bit seed of the random stream named ``stream`` in a run seeded with ``seed`` (blake2b
+    of both): unrelated to the global RNGs :func:`seed_everything` seeds with ``seed`` (or a small
+    offset of it) and to every other stream, where seeding a generator with ``seed`` itself would
+    replay the global RNG's draws."""
+    digest = hashlib.blake2b(f"{seed}/{stream}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1

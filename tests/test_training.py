@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from attngan_fast.checkpoint import seed_everything, stream_seed
 from attngan_fast.cli import main
 from attngan_fast.losses import KL_loss, discriminator_loss, generator_loss
 from attngan_fast.models import G_NET
@@ -47,6 +48,20 @@ def test_micro_batches_are_interleaved_and_sorted(tmp_path):
         assert b.cap_lens.tolist() == sorted(b.cap_lens.tolist(), reverse=True)
     batches = first_batch(trainer)
     assert len(batches) == 2 and all(b.captions.shape == (3, 6) for b in batches)
+
+
+def test_noise_is_its_own_stream(tmp_path):
+    """G's noise does not replay the global RNG, which the trainer seeds with the same seed."""
+    trainer = make_trainer(tmp_path)
+    seed = trainer.options.seed
+    gen = torch.Generator().manual_seed(0)
+    gen.set_state(trainer.noise_gen.get_state())
+    noise = torch.randn(4, 8, generator=gen)
+    seed_everything(seed)
+    assert not torch.allclose(noise, torch.randn(4, 8))
+    assert torch.equal(noise, torch.randn(4, 8, generator=torch.Generator().manual_seed(stream_seed(seed, "noise"))))
+    seeds = {stream_seed(s, name) for s in (seed, seed + 1) for name in ("noise", "samples")}
+    assert len(seeds) == 4 and all(0 <= s < 2**63 for s in seeds)
 
 
 def test_train_step_matches_the_original_schedule(tmp_path):

@@ -58,7 +58,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
 from ..backend import get_backend
-from ..checkpoint import seed_everything
+from ..checkpoint import seed_everything, stream_seed
 from ..config import Config
 from ..data import Batch, build_dataset, collate
 from ..io import atomic_write_json
@@ -196,7 +196,8 @@ class GANTrainer:
         self.optimizersD = [torch.optim.Adam(d.parameters(), lr=lr_d, betas=(0.5, 0.999), foreach=True)
                             for d in self.netsD]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=options.amp == "fp16")
-        self.noise_gen = torch.Generator(self.device).manual_seed(options.seed)
+        # G's noise: its own stream, not a replay of the global RNG's (seeded with options.seed above)
+        self.noise_gen = torch.Generator(self.device).manual_seed(stream_seed(options.seed, "noise"))
 
         self.epoch = 0  # the epoch in progress (= epochs completed between epochs)
         self.batch = 0  # batches of it done
