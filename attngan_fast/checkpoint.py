@@ -139,9 +139,8 @@ def seed_everything(seed: int) -> None:
 
 
 def stream_seed(seed: int, stream: str) -> int:
-    """The 63-bit seed of the random stream named ``stream`` in a run seeded with ``seed`` (blake2b
-    of both): unrelated to the global RNGs :func:`seed_everything` seeds with ``seed`` (or a small
-    offset of it) and to every other stream, where seeding a generator with ``seed`` itself would
-    replay the global RNG's draws."""
+    """The 63-bit seed of the random stream named ``stream`` of a run seeded with ``seed`` (blake2b
+    of both). A generator seeded with ``seed`` itself would replay the draws of the global RNGs,
+    which :func:`seed_everything` seeds with it."""
     digest = hashlib.blake2b(f"{seed}/{stream}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
